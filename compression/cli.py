@@ -1,0 +1,76 @@
+"""Command line: ``python -m compression {teacher,evaluate,logits,export-teacher} ...``."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+__all__ = ["main"]
+
+
+def _add_common(p: argparse.ArgumentParser, default_config: str, run_dir_required: bool = True) -> None:
+    p.add_argument("--config", default=default_config, help="config module in compression/configs (default: %(default)s)")
+    p.add_argument("--tiny", action="store_true", help="use the config's tiny variant")
+    p.add_argument("--run-dir", required=run_dir_required, help="folder for checkpoints, logs and outputs")
+    p.add_argument("--data", default=None, help="folder containing semeval2017-task4a/ (default ../shared/data)")
+
+
+def _cfg(args):
+    import dataclasses
+
+    from .configs import load_config
+
+    cfg = load_config(args.config, args.tiny)
+    if args.data:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=args.data))
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m compression", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("teacher", help="fine-tune the dense teacher (resumable)")
+    _add_common(t, "teacher")
+    t.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint.msgpack")
+    t.add_argument("--max-steps", type=int, default=None, help="stop after this global step (checkpointed)")
+
+    e = sub.add_parser("evaluate", help="metrics on validation and the 2017 test set (of run-dir/best.msgpack or --model)")
+    _add_common(e, "teacher", run_dir_required=False)
+    e.add_argument("--model", default=None, help="an exported teacher directory (e.g. models/teacher) instead of a run")
+
+    lg = sub.add_parser("logits", help="teacher logits on the whole training pool -> run-dir/pool_logits.npz")
+    _add_common(lg, "teacher")
+
+    x = sub.add_parser("export-teacher", help="write models/teacher (fp16 safetensors, card, metrics, logits)")
+    _add_common(x, "teacher")
+    x.add_argument("--out", default="models/teacher")
+
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    from .data import DataNotFound
+
+    try:
+        cfg = _cfg(args)
+        if args.cmd == "teacher":
+            from .train import train
+
+            train(cfg, args.run_dir, resume=args.resume, max_steps=args.max_steps)
+        elif args.cmd == "evaluate":
+            from .teacher import evaluate_run
+
+            if not (args.run_dir or args.model):
+                ap.error("evaluate needs --run-dir or --model")
+            evaluate_run(cfg, args.run_dir, model_dir=args.model)
+        elif args.cmd == "logits":
+            from .teacher import pool_logits
+
+            pool_logits(cfg, args.run_dir)
+        elif args.cmd == "export-teacher":
+            from .teacher import export_teacher
+
+            export_teacher(cfg, args.run_dir, args.out)
+    except (DataNotFound, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

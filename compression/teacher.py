@@ -1,0 +1,148 @@
+"""Teacher artefacts: evaluation, pool logits for distillation, and the fp16 ``models/teacher`` export."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import flax.serialization
+import flax.traverse_util
+import jax
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from runtime.text import NORMALIZATION_VERSION
+from .configs.common import TeacherConfig
+from .data import encode
+from .evaluate import classification_metrics, predict_logits
+from .model import LABELS, BertClassifier, BertConfig
+from .train import build_model, prepare, save_json
+from .weights import base_model_dir, load_tokenizer
+
+__all__ = ["TEACHER_FORMAT", "load_run_params", "evaluate_run", "pool_logits", "export_teacher", "load_teacher"]
+
+TEACHER_FORMAT = "sparsepulse-dense-fp16"
+TEACHER_FORMAT_VERSION = 1
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+def load_run_params(cfg: TeacherConfig, run_dir: str | Path) -> tuple[BertClassifier, dict]:
+    """The best (validation-selected) parameters of a training run."""
+    model, template = build_model(cfg)
+    path = Path(run_dir) / "best.msgpack"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: train first (python -m compression teacher --run-dir {run_dir})")
+    return model, flax.serialization.from_bytes(template, path.read_bytes())
+
+
+def _print_table(metrics: dict) -> None:
+    print(f"{'split':<7} {'n':>6} {'macro_R':>8} {'acc':>7} " + " ".join(f"{'R_' + l[:3]:>7}" for l in LABELS))
+    for split, m in metrics.items():
+        print(
+            f"{split:<7} {m['n']:>6} {100 * m['macro_recall']:8.2f} {100 * m['accuracy']:7.2f} "
+            + " ".join(f"{100 * m['recall'][l]:7.2f}" for l in LABELS)
+        )
+
+
+def evaluate_run(cfg: TeacherConfig, run_dir: str | Path | None, model_dir: str | Path | None = None) -> dict:
+    """Macro recall, per-class recall, accuracy and confusion on validation and test.
+
+    Evaluates ``run_dir/best.msgpack`` (and writes ``run_dir/metrics.json``) or, with ``model_dir``,
+    an exported teacher (printed only; its committed metrics.json is not touched).
+    """
+    prep = prepare(cfg)
+    if model_dir is not None:
+        model, params, _ = load_teacher(model_dir)
+    else:
+        model, params = load_run_params(cfg, run_dir)
+    out = {}
+    for split in ("valid", "test"):
+        logits = predict_logits(model, params, prep.ids[split], cfg.run.eval_batch_size)
+        out[split] = classification_metrics(prep.labels[split], logits.argmax(-1))
+        out[split]["truncated"] = prep.truncated[split]
+    if model_dir is None:
+        save_json(Path(run_dir) / "metrics.json", out)
+    _print_table(out)
+    return out
+
+
+def pool_logits(cfg: TeacherConfig, run_dir: str | Path) -> Path:
+    """Teacher logits for every tweet of the training pool (train + valid), keyed by tweet id."""
+    prep = prepare(cfg)
+    model, params = load_run_params(cfg, run_dir)
+    ids = prep.ids["train"] + prep.ids["valid"]
+    exs = prep.data.train + prep.data.valid
+    logits = predict_logits(model, params, ids, cfg.run.eval_batch_size)
+    path = Path(run_dir) / "pool_logits.npz"
+    np.savez_compressed(
+        path,
+        tweet_id=np.asarray([e.id for e in exs], np.int64),
+        label=np.asarray([e.label for e in exs], np.int8),
+        logits=logits.astype(np.float32),
+    )
+    print(f"wrote {path}: {logits.shape}")
+    return path
+
+
+def _wall_time_s(run_dir: Path) -> float | None:
+    """Training wall time from the log: sum of 'stopped ... (X s this run)' lines."""
+    total = 0.0
+    logf = run_dir / "train.log"
+    if not logf.is_file():
+        return None
+    for line in logf.read_text().splitlines():
+        if "s this run)" in line:
+            total += float(line.rsplit("(", 1)[1].split()[0])
+    return total or None
+
+
+def export_teacher(cfg: TeacherConfig, run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write ``out_dir``: model.safetensors (fp16), tokenizer files, metrics.json, pool_logits.npz, README.md."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, params = load_run_params(cfg, run_dir)
+    flat = flax.traverse_util.flatten_dict(params, sep=".")
+    tensors = {k: np.asarray(v, np.float16) for k, v in flat.items()}
+    meta = {
+        "format": TEACHER_FORMAT,
+        "format_version": str(TEACHER_FORMAT_VERSION),
+        "config": json.dumps(model.cfg.to_dict()),
+        "labels": json.dumps(list(LABELS)),
+        "normalization": NORMALIZATION_VERSION,
+        "demojize": json.dumps(cfg.data.demojize),
+        "max_len": str(cfg.data.max_len),
+    }
+    save_file(tensors, str(out_dir / "model.safetensors"), metadata=meta)
+    for f in TOKENIZER_FILES:
+        shutil.copy2(base_model_dir() / f, out_dir / f)
+    for f in ("metrics.json", "pool_logits.npz", "best.json"):
+        if not (run_dir / f).is_file():
+            raise FileNotFoundError(f"{run_dir / f} missing: run `evaluate` and `logits` first")
+    shutil.copy2(run_dir / "metrics.json", out_dir / "metrics.json")
+    shutil.copy2(run_dir / "pool_logits.npz", out_dir / "pool_logits.npz")
+    train_cfg = json.loads((run_dir / "config.json").read_text())
+    save_json(out_dir / "training.json", {**train_cfg, "best": json.loads((run_dir / "best.json").read_text()), "wall_time_s": _wall_time_s(run_dir)})
+    print(f"wrote {out_dir}")
+    return out_dir
+
+
+def load_teacher(model_dir: str | Path = "models/teacher") -> tuple[BertClassifier, dict, dict]:
+    """Load an exported teacher: (model, float32 params, metadata)."""
+    path = Path(model_dir) / "model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found")
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != TEACHER_FORMAT or meta.get("format_version") != str(TEACHER_FORMAT_VERSION):
+        raise ValueError(f"{path}: not a {TEACHER_FORMAT} v{TEACHER_FORMAT_VERSION} file (got {meta.get('format')!r} v{meta.get('format_version')!r})")
+    cfg = BertConfig(**json.loads(meta["config"]))
+    flat = {k: v.astype(np.float32) for k, v in load_file(str(path)).items()}
+    params = flax.traverse_util.unflatten_dict(flat, sep=".")
+    model = BertClassifier(cfg)
+    ref = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, 8), np.int32), np.ones((1, 8), np.int32)))["params"]
+    if jax.tree_util.tree_map(lambda a: a.shape, dict(ref)) != jax.tree_util.tree_map(np.shape, params):
+        raise ValueError(f"{path}: tensor names or shapes do not match its config")
+    return model, params, meta
