@@ -46,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     _add_common(x, "teacher")
     x.add_argument("--out", default="models/teacher")
 
+    st = sub.add_parser("student", help="distil / prune a student (resumable); then evaluates it")
+    _add_common(st, "obert_6l_80_4b")
+    st.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint.msgpack")
+    st.add_argument("--max-steps", type=int, default=None, help="stop after this global step (checkpointed)")
+
+    ld = sub.add_parser("layerdrop", help="compare layer-dropping choices (short dense distillation each) on validation")
+    _add_common(ld, "student3_dense")
+
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     from .data import DataNotFound
@@ -66,6 +74,17 @@ def main(argv: list[str] | None = None) -> int:
             from .teacher import pool_logits
 
             pool_logits(cfg, args.run_dir)
+        elif args.cmd == "student":
+            from .student import evaluate_student, train_student
+
+            state = train_student(cfg, args.run_dir, resume=args.resume, max_steps=args.max_steps)
+            if state["step"] >= state["total_steps"]:
+                m = evaluate_student(cfg, args.run_dir)
+                print(f"{cfg.name}: sparsity {m['sparsity']:.4f} valid {100 * m['valid']['macro_recall']:.2f} test {100 * m['test']['macro_recall']:.2f} (recovery {100 * m['recovery']['test']:.1f}%)")
+        elif args.cmd == "layerdrop":
+            from .student import compare_layer_drops
+
+            print(compare_layer_drops(cfg, args.run_dir))
         elif args.cmd == "export-teacher":
             from .teacher import export_teacher
 

@@ -17,7 +17,8 @@ from .configs.common import TeacherConfig
 from .data import encode
 from .evaluate import classification_metrics, predict_logits
 from .model import LABELS, BertClassifier, BertConfig
-from .train import build_model, prepare, save_json
+from .loop import save_json
+from .train import build_model, prepare
 from .weights import base_model_dir, load_tokenizer
 
 __all__ = ["TEACHER_FORMAT", "load_run_params", "evaluate_run", "pool_logits", "export_teacher", "load_teacher"]

@@ -1,19 +1,13 @@
-"""Fine-tuning loop: resumable, length-bucketed, class-weighted, with weight averaging.
+"""Teacher fine-tuning: class-weighted, label-smoothed, layer-wise lr decay, weight averaging.
 
-Resume is exact: the batch order of each epoch is a pure function of (seed, epoch), dropout keys
-are ``fold_in(seed, step)``, and a checkpoint stores step, parameters, optimiser state, the
-weight average and the best-so-far record.
+The loop itself (exact resume, checkpoints, progress) is :mod:`compression.loop`; dropout keys are
+``fold_in(seed, step)``.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
 import math
-import os
-import time
 from pathlib import Path
-from typing import Any, Callable
 
 import flax.serialization
 import jax
@@ -22,14 +16,13 @@ import numpy as np
 import optax
 
 from .configs.common import TeacherConfig
-from .data import Batch, SemEvalData, encode, iter_batches, load_semeval
+from .data import SemEvalData, encode, load_semeval
 from .evaluate import classification_metrics, predict_logits
+from .loop import LoopSpec, atomic_write, log, run_loop, save_json, setup_logging
 from .model import BertClassifier, BertConfig
 from .weights import load_base_config, load_base_params, load_tokenizer
 
-__all__ = ["Prepared", "prepare", "build_model", "make_optimizer", "train", "class_weights", "save_json"]
-
-log = logging.getLogger("sparsepulse.train")
+__all__ = ["Prepared", "prepare", "build_model", "make_optimizer", "train", "class_weights", "weighted_ce"]
 
 
 # ---------------------------------------------------------------- setup
@@ -133,32 +126,6 @@ def weighted_ce(logits_bk: jax.Array, labels_b: jax.Array, row_w_b: jax.Array, c
     return jnp.sum(w_b * ce_b) / jnp.maximum(jnp.sum(row_w_b), 1.0)
 
 
-def save_json(path: Path, obj: Any) -> None:
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = Path(str(path) + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------- loop
-
-
-def _setup_logging(run_dir: Path) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fh = logging.FileHandler(run_dir / "train.log")
-    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(fh)
-    log.setLevel(logging.INFO)
-
-
 def train(
     cfg: TeacherConfig,
     run_dir: str | os.PathLike,
@@ -174,13 +141,12 @@ def train(
     written at the stop lets ``resume=True`` continue exactly.
     """
     run_dir = Path(run_dir)
-    _setup_logging(run_dir)
+    setup_logging(run_dir)
     prep = prepared or prepare(cfg)
     model, params = build_model(cfg)
     bcfg: BertConfig = model.cfg
     o = cfg.optim
-    n_train = len(prep.ids["train"])
-    steps_per_epoch = math.ceil(n_train / o.batch_size)
+    steps_per_epoch = math.ceil(len(prep.ids["train"]) / o.batch_size)
     total_steps = int(round(o.epochs * steps_per_epoch))
     tx = make_optimizer(cfg, params, total_steps, bcfg.num_layers)
     cw = jnp.asarray(class_weights(prep.labels["train"], bcfg.num_labels, o.class_weight_power))
@@ -193,16 +159,7 @@ def train(
         "best": {"score": -1.0, "which": "", "step": 0},
         "epochs_evaluated": 0,
     }
-    ckpt = run_dir / "checkpoint.msgpack"
-    if resume and ckpt.exists():
-        state = flax.serialization.from_bytes(state, ckpt.read_bytes())
-        state["step"] = int(state["step"])
-        state["epochs_evaluated"] = int(state["epochs_evaluated"])
-        log.info("resumed at step %d", state["step"])
-    elif resume:
-        log.info("no checkpoint in %s: starting from scratch", run_dir)
     save_json(run_dir / "config.json", {"config": dataclasses.asdict(cfg), "model": bcfg.to_dict()})
-
     base_key = jax.random.PRNGKey(cfg.run.seed)
 
     def loss_fn(p, b: dict, key):
@@ -210,7 +167,7 @@ def train(
         return weighted_ce(logits, b["labels"], b["weights"], cw, o.label_smoothing)
 
     @jax.jit
-    def train_step(p, opt_state, ema, b, step):
+    def _step(p, opt_state, ema, b, step):
         key = jax.random.fold_in(base_key, step)
         loss, grads = jax.value_and_grad(loss_fn)(p, b, key)
         updates, opt_state = tx.update(grads, opt_state, p)
@@ -219,75 +176,42 @@ def train(
             ema = jax.tree_util.tree_map(lambda e, x: o.ema_decay * e + (1 - o.ema_decay) * x, ema, p)
         return p, opt_state, ema, loss
 
+    def step_fn(st, b, step):
+        p, os_, ema, loss = _step(st["params"], st["opt_state"], st["ema"], b, step)
+        st.update(params=p, opt_state=os_, ema=ema)
+        return st, loss
+
     eval_fn = jax.jit(lambda p, x, m: model.apply({"params": p}, x, m))
 
-    def evaluate(p, split: str) -> dict:
-        logits = predict_logits(model, p, prep.ids[split], cfg.run.eval_batch_size, apply_fn=lambda pp, x, m, _: eval_fn(pp, x, m))
-        return classification_metrics(prep.labels[split], logits.argmax(-1))
-
-    def checkpoint() -> None:
-        _atomic_write(ckpt, flax.serialization.to_bytes(state))
-
-    def end_of_epoch(epoch: int) -> None:
-        cands = {"raw": state["params"]}
+    def end_of_epoch(st, epoch):
+        cands = {"raw": st["params"]}
         if o.ema_decay:
-            cands["ema"] = state["ema"]
+            cands["ema"] = st["ema"]
         for which, p in cands.items():
-            m = evaluate(p, "valid")
-            log.info("epoch %d step %d valid[%s] macro_recall=%.4f acc=%.4f", epoch, state["step"], which, m["macro_recall"], m["accuracy"])
-            if m["macro_recall"] > state["best"]["score"]:
-                state["best"] = {"score": m["macro_recall"], "which": which, "step": state["step"]}
-                _atomic_write(run_dir / "best.msgpack", flax.serialization.to_bytes(p))
-        state["epochs_evaluated"] = epoch + 1
-        save_json(run_dir / "best.json", state["best"])
+            logits = predict_logits(model, p, prep.ids["valid"], cfg.run.eval_batch_size, apply_fn=lambda pp, x, m, _: eval_fn(pp, x, m))
+            m = classification_metrics(prep.labels["valid"], logits.argmax(-1))
+            log.info("epoch %d step %d valid[%s] macro_recall=%.4f acc=%.4f", epoch, st["step"], which, m["macro_recall"], m["accuracy"])
+            if m["macro_recall"] > st["best"]["score"]:
+                st["best"] = {"score": m["macro_recall"], "which": which, "step": st["step"]}
+                atomic_write(run_dir / "best.msgpack", flax.serialization.to_bytes(p))
+        save_json(run_dir / "best.json", st["best"])
+        return st
 
-    stop_at = total_steps if max_steps is None else min(total_steps, max_steps)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=stop_at, initial=state["step"], desc=cfg.name, dynamic_ncols=True, mininterval=2.0)
-    t0, seen, loss_acc, loss_n = time.perf_counter(), 0, 0.0, 0
-    n_epochs = math.ceil(total_steps / steps_per_epoch)
-    for epoch in range(n_epochs):
-        first = epoch * steps_per_epoch
-        epoch_end = min(first + steps_per_epoch, total_steps)
-        if state["step"] >= min(epoch_end, stop_at):
-            if state["step"] >= epoch_end and state["epochs_evaluated"] <= epoch and cfg.run.eval_every_epoch:
-                end_of_epoch(epoch)  # stopped between the epoch's last step and its evaluation
-                checkpoint()
-            continue
-        for j, batch in enumerate(iter_batches(prep.ids["train"], prep.labels["train"], o.batch_size, shuffle_seed=cfg.run.seed * 1000 + epoch)):
-            step = first + j
-            if step < state["step"]:
-                continue  # resume: replay the same order, skip what was done
-            if step >= stop_at:
-                break
-            b = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "labels": batch.labels, "weights": batch.weights}
-            p, os_, ema, loss = train_step(state["params"], state["opt_state"], state["ema"], b, step)
-            state.update(params=p, opt_state=os_, ema=ema, step=step + 1)
-            seen += int(batch.weights.sum())
-            loss_acc += float(loss)
-            loss_n += 1
-            if bar is not None:
-                bar.update(1)
-            if state["step"] % cfg.run.log_every == 0:
-                rate = seen / (time.perf_counter() - t0)
-                msg = f"step {state['step']}/{total_steps} loss {loss_acc / loss_n:.4f} {rate:.1f} seq/s"
-                log.info(msg)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{loss_acc / loss_n:.4f}", seq_s=f"{rate:.1f}")
-                loss_acc, loss_n = 0.0, 0
-            if state["step"] % cfg.run.checkpoint_every == 0:
-                checkpoint()
-        if state["step"] == epoch_end and cfg.run.eval_every_epoch:
-            end_of_epoch(epoch)
-            checkpoint()
-        if state["step"] >= stop_at:
-            break
-    checkpoint()
-    if bar is not None:
-        bar.close()
-    log.info("stopped at step %d of %d (%.1f s this run)", state["step"], total_steps, time.perf_counter() - t0)
+    spec = LoopSpec(
+        name=cfg.name,
+        run_dir=run_dir,
+        state=state,
+        train_ids=prep.ids["train"],
+        train_labels=prep.labels["train"],
+        batch_size=o.batch_size,
+        total_steps=total_steps,
+        seed=cfg.run.seed,
+        step_fn=step_fn,
+        batch_fn=lambda b: {"input_ids": b.input_ids, "attention_mask": b.attention_mask, "labels": b.labels, "weights": b.weights},
+        end_of_epoch=end_of_epoch if cfg.run.eval_every_epoch else None,
+        checkpoint_every=cfg.run.checkpoint_every,
+        log_every=cfg.run.log_every,
+    )
+    state = run_loop(spec, resume=resume, max_steps=max_steps, progress=progress)
     state["total_steps"] = total_steps
     return state

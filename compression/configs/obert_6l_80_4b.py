@@ -1,0 +1,10 @@
+"""Recipe obert_6l_80_4b: see compression/configs/recipes.py for the shared schedule and its justification."""
+from .recipes import obert, tiny
+
+
+def get_config():
+    return obert(6, 0.80, (1, 4))
+
+
+def get_tiny_config():
+    return tiny(get_config())

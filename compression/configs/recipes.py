@@ -1,0 +1,81 @@
+"""Builders for the student recipes; each ``compression/configs/<recipe>.py`` calls one.
+
+Defaults for this 2-core machine (oBERT's values in brackets):
+- num_grads m = 1024 [1024]: fewer gradients make the Fisher blocks rank-deficient noise
+  (B = 32 needs m ≫ 32); gradients are of mini-batches of grad_batch = 4 tweets, so one
+  Fisher costs 4,096 forward/backward passes (~1.5 min for 6 layers here) instead of 16,384.
+- damp λ = 1e-7 [1e-7]: with float64 arithmetic the paper's value is usable as is.
+- block_size B = 32 [50 unstructured, 32 for 4-block]: 32 divides the 384 / 1536 row lengths, so
+  Fisher blocks never straddle rows and 4-blocks never straddle Fisher blocks; F⁻¹ for the 6-layer
+  model is 10.6M × 32 float64 = 2.7 GB, which fits in 24 GB.
+- schedule: 30% at the first pruning step, cubic to the final sparsity over 6 epochs with one
+  pruning step per epoch and learning-rate rewinds, then 4 recovery epochs (10 epochs in all);
+  oBERT used 30 epochs for BERT-base, which would take ~7 h per student here (target ≤ 4 h).
+- KD: temperature 2, hardness 1.0 (pure distillation, as in oBERT; the teacher was trained with
+  class weights, so its soft targets already carry the macro-recall balance).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from .common import DataConfig, KDConfig, ModelConfig, PruneConfig, RunConfig, StudentConfig, StudentOptim
+
+TEACHER_DIR = "models/teacher"
+#: the 3-layer dense student (layer-dropped, distilled) that the 3-layer pruning runs start from
+DENSE3_RUN = "runs/student3-dense"
+
+
+def dense3(keep: tuple = (0, 2, 4)) -> StudentConfig:
+    """3-layer student from the 6-layer teacher, distilled dense (before it is pruned)."""
+    return StudentConfig(
+        name="student3-dense",
+        init="teacher",
+        keep_layers=keep,
+        layer_candidates=((0, 2, 4), (1, 3, 5), (0, 1, 5)),
+        data=DataConfig(max_len=128, demojize=True),
+        kd=KDConfig(teacher_dir=TEACHER_DIR, temperature=2.0, hardness=1.0),
+        prune=PruneConfig(method="none"),
+        optim=StudentOptim(learning_rate=1e-4, epochs=4.0, warmup_fraction=0.06),
+        run=RunConfig(seed=0, checkpoint_every=200, log_every=20),
+    )
+
+
+def obert(depth: int, sparsity: float, group_shape: tuple, method: str = "obs") -> StudentConfig:
+    pattern = "4b" if tuple(group_shape) == (1, 4) else ("unstr" if tuple(group_shape) == (1, 1) else "x".join(map(str, group_shape)))
+    name = f"{method}-{depth}l-{int(round(sparsity * 100))}-{pattern}"
+    return StudentConfig(
+        name=name,
+        init="teacher" if depth == 6 else DENSE3_RUN,
+        keep_layers=None,
+        data=DataConfig(max_len=128, demojize=True),
+        kd=KDConfig(teacher_dir=TEACHER_DIR, temperature=2.0, hardness=1.0),
+        prune=PruneConfig(
+            method=method,
+            group_shape=tuple(group_shape),
+            initial_sparsity=0.3,
+            final_sparsity=sparsity,
+            start_epoch=0.0,
+            end_epoch=6.0,
+            frequency_epochs=1.0,
+            num_grads=1024,
+            damp=1e-7,
+            block_size=32,
+            grad_batch=4,
+            woodbury_chunk=16,
+        ),
+        optim=StudentOptim(learning_rate=8e-5, min_lr=1e-6, epochs=10.0),
+        run=RunConfig(seed=0, checkpoint_every=200, log_every=20),
+    )
+
+
+def tiny(cfg: StudentConfig, teacher_dir: str = TEACHER_DIR) -> StudentConfig:
+    """Seconds-long variant for tests: 64 tweets, tiny Fisher, 2 pruning events."""
+    return dataclasses.replace(
+        cfg,
+        name=cfg.name + "-tiny",
+        data=dataclasses.replace(cfg.data, max_len=32, limit_train=64, limit_eval=32),
+        kd=dataclasses.replace(cfg.kd, teacher_dir=teacher_dir),
+        prune=dataclasses.replace(cfg.prune, start_epoch=0.0, end_epoch=1.0, frequency_epochs=1.0, num_grads=4, grad_batch=2, block_size=8, woodbury_chunk=2),
+        optim=dataclasses.replace(cfg.optim, batch_size=16, epochs=2.0),
+        run=dataclasses.replace(cfg.run, checkpoint_every=2, log_every=1, eval_batch_size=16),
+    )

@@ -1,0 +1,90 @@
+import dataclasses
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from compression.configs import load_config
+from compression.prune import mask_sparsity
+from compression.student import drop_layers, evaluate_student, kd_loss, load_student, student_lr_schedule, train_student
+from compression.train import prepare
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory):
+    """A 2-layer random teacher trained for one tiny epoch and exported like models/teacher."""
+    from compression.cli import main
+
+    run = tmp_path_factory.mktemp("teacher_run")
+    out = tmp_path_factory.mktemp("teacher_model")
+    for cmd in (["teacher"], ["evaluate"], ["logits"], ["export-teacher", "--out", str(out)]):
+        assert main([*cmd, "--tiny", "--run-dir", str(run)]) == 0
+    return out
+
+
+def _tiny_student(name, teacher_dir, **prune):
+    cfg = load_config(name, tiny=True)
+    return dataclasses.replace(cfg, kd=dataclasses.replace(cfg.kd, teacher_dir=str(teacher_dir)), prune=dataclasses.replace(cfg.prune, **prune))
+
+
+def test_kd_loss_zero_at_teacher_and_positive_elsewhere():
+    t = jnp.array([[2.0, 0.0, -1.0], [0.1, 0.3, 0.2]])
+    y = jnp.array([0, 1])
+    w = jnp.ones(2)
+    cw = jnp.ones(3)
+    assert float(kd_loss(t, t, y, w, cw, 2.0, 1.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(kd_loss(-t, t, y, w, cw, 2.0, 1.0)) > 0.1
+    # padding rows (weight 0) do not count
+    assert float(kd_loss(jnp.concatenate([t, -t]), jnp.concatenate([t, t]), jnp.array([0, 1, 0, 1]), jnp.array([1.0, 1, 0, 0]), cw, 2.0, 1.0)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_drop_layers_maps_kept_layers():
+    p = {"word_embeddings": 1, "layer_0": "a", "layer_1": "b", "layer_2": "c", "pooler": 2}
+    assert drop_layers(p, (0, 2)) == {"word_embeddings": 1, "layer_0": "a", "layer_1": "c", "pooler": 2}
+    with pytest.raises(ValueError):
+        drop_layers(p, (5,))
+
+
+def test_lr_rewinds_after_each_pruning_step():
+    cfg = load_config("obert_6l_80_4b")
+    sched = student_lr_schedule(cfg, 100, [0, 20, 40])
+    lr = cfg.optim.learning_rate
+    assert float(sched(0)) == pytest.approx(lr)
+    assert float(sched(19)) < 0.1 * lr
+    assert float(sched(20)) == pytest.approx(lr)  # rewound
+    assert float(sched(40)) == pytest.approx(lr)
+    assert float(sched(70)) == pytest.approx(lr / 2)  # recovery: linear to 0 at the end
+    assert float(sched(100)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_tiny_obs_run_prunes_keeps_masks_and_resumes(tiny_teacher, tmp_path):
+    cfg = _tiny_student("obert_6l_80_4b", tiny_teacher)
+    prep = prepare(cfg)
+    s = train_student(cfg, tmp_path / "a", max_steps=2, prepared=prep, progress=False)
+    assert mask_sparsity(s["masks"]) == pytest.approx(0.3, abs=0.01)  # first event: initial sparsity
+    for lk, lm in s["masks"].items():
+        for n, m in lm.items():
+            assert (np.asarray(s["params"][lk][n]["weight"])[np.asarray(m) == 0] == 0).all()
+    full = train_student(cfg, tmp_path / "a", resume=True, prepared=prep, progress=False)
+    assert full["step"] == full["total_steps"] and full["prune_events"] == 2
+    model, params, masks = load_student(tmp_path / "a")
+    assert mask_sparsity(masks) == pytest.approx(0.8, abs=0.01)
+    m = evaluate_student(cfg, tmp_path / "a", prepared=prep)
+    assert m["sparsity"] == pytest.approx(0.8, abs=0.01) and "macro_recall" in m["test"] and "test" in m["recovery"]
+    # resume equivalence across a pruning event: 6 steps straight == 3 + resume 3
+    straight = train_student(cfg, tmp_path / "b", max_steps=6, prepared=prep, progress=False)
+    train_student(cfg, tmp_path / "c", max_steps=3, prepared=prep, progress=False)
+    resumed = train_student(cfg, tmp_path / "c", resume=True, max_steps=6, prepared=prep, progress=False)
+    for lk in straight["masks"]:
+        for n in straight["masks"][lk]:
+            np.testing.assert_array_equal(np.asarray(straight["masks"][lk][n]), np.asarray(resumed["masks"][lk][n]))
+            np.testing.assert_allclose(np.asarray(straight["params"][lk][n]["weight"]), np.asarray(resumed["params"][lk][n]["weight"]), atol=1e-6)
+
+
+def test_tiny_layer_drop_dense_distillation(tiny_teacher, tmp_path):
+    cfg = _tiny_student("student3_dense", tiny_teacher)
+    cfg = dataclasses.replace(cfg, keep_layers=(1,), optim=dataclasses.replace(cfg.optim, epochs=1.0))
+    s = train_student(cfg, tmp_path, prepared=prepare(cfg), progress=False)
+    model, params, masks = load_student(tmp_path)
+    assert model.cfg.num_layers == 1 and "layer_1" not in params and mask_sparsity(masks) == 0.0
