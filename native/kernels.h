@@ -1,0 +1,90 @@
+/* Sparse INT8 linear kernels (4-block CSR) and per-token quantisation: scalar reference + AVX2. */
+#ifndef SP_KERNELS_H
+#define SP_KERNELS_H
+#include "sp_internal.h"
+#if SP_X86
+#include <immintrin.h>
+#endif
+
+/* x: (C) -> q: (C) int8, returns the scale s = max|x| / 127 (0 for an all-zero row).
+ * q = round-half-even(x / s), the rounding JAX's jnp.round uses. */
+static float quantize_row(const float *x, int32_t C, int8_t *q) {
+    float amax = 0.f;
+    for (int32_t c = 0; c < C; c++) {
+        float a = fabsf(x[c]);
+        amax = a > amax ? a : amax;
+    }
+    if (amax == 0.f) {
+        memset(q, 0, (size_t)C);
+        return 0.f;
+    }
+    float s = amax / 127.f;
+    for (int32_t c = 0; c < C; c++) {
+        float v = nearbyintf(x[c] / s);
+        v = v > 127.f ? 127.f : (v < -127.f ? -127.f : v);
+        q[c] = (int8_t)v;
+    }
+    return s;
+}
+
+/* Scalar reference. xq: (T, in), xs: (T), y: (T, out); rows o0 .. o1-1 of tokens t0 .. t1-1. */
+static void lin_scalar(const sp_lin *L, const int8_t *xq, const float *xs, int32_t t0, int32_t t1, int32_t o0, int32_t o1,
+                       float *y) {
+    for (int32_t t = t0; t < t1; t++) {
+        const int8_t *x = xq + (size_t)t * L->in;
+        for (int32_t o = o0; o < o1; o++) {
+            int32_t acc = 0;
+            for (int32_t b = L->row_ptr[o]; b < L->row_ptr[o + 1]; b++) {
+                const int8_t *w = L->w8 + (size_t)b * 4;
+                const int8_t *xx = x + (size_t)L->col_idx[b] * 4;
+                acc += w[0] * xx[0] + w[1] * xx[1] + w[2] * xx[2] + w[3] * xx[3];
+            }
+            y[(size_t)t * L->out + o] = xs[t] * L->scale[o] * (float)acc + L->bias[o];
+        }
+    }
+}
+
+/* Pack one tile of SP_TILE tokens for the AVX2 kernel: xp: (in/4, SP_TILE, 4); missing tokens are 0. */
+static void pack_tile(const int8_t *xq, int32_t in, int32_t t0, int32_t nt, int8_t *xp) {
+    const int32_t nb = in / 4;
+    for (int32_t c = 0; c < nb; c++) {
+        int8_t *dst = xp + (size_t)c * SP_TILE * 4;
+        for (int32_t t = 0; t < SP_TILE; t++) {
+            if (t < nt)
+                memcpy(dst + t * 4, xq + (size_t)(t0 + t) * in + (size_t)c * 4, 4);
+            else
+                memset(dst + t * 4, 0, 4);
+        }
+    }
+}
+
+#if SP_X86
+/* AVX2, exact: int8 -> int16 sign extension, vpmaddwd pairs (|x|,|w| <= 127: products and pair sums
+ * fit int16 x int16 -> int32 with no saturation), int32 accumulation (a row has at most in/4 blocks:
+ * |acc| <= in * 127 * 127 < 2^31 for in < 133,000). One tile: 16 tokens, rows o0 .. o1-1.
+ * xp: (in/4, 16, 4) packed tile; xs: (16) scales (0 for padding tokens); yt: (out, 16) out. */
+SP_AVX2 static void lin_tile_avx2(const sp_lin *L, const int8_t *xp, const float *xs, int32_t o0, int32_t o1, float *yt) {
+    const __m256 s_lo = _mm256_loadu_ps(xs), s_hi = _mm256_loadu_ps(xs + 8);
+    const int64_t *w64 = (const int64_t *)L->w16;
+    for (int32_t o = o0; o < o1; o++) {
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+        const int32_t end = L->row_ptr[o + 1];
+        for (int32_t b = L->row_ptr[o]; b < end; b++) {
+            const __m256i w = _mm256_set1_epi64x(w64[b]);
+            const int8_t *p = xp + (size_t)L->col_idx[b] * (SP_TILE * 4);
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p)), w));
+            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 16))), w));
+            a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 32))), w));
+            a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 48))), w));
+        }
+        /* a0 holds two partial sums per token for tokens 0..3; hadd + lane fix-up -> tokens 0..7 */
+        __m256i lo = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a0, a1), 0xD8);
+        __m256i hi = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a2, a3), 0xD8);
+        const __m256 sc = _mm256_set1_ps(L->scale[o]), bi = _mm256_set1_ps(L->bias[o]);
+        _mm256_storeu_ps(yt + (size_t)o * SP_TILE, _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(s_lo, sc), _mm256_cvtepi32_ps(lo)), bi));
+        _mm256_storeu_ps(yt + (size_t)o * SP_TILE + 8, _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(s_hi, sc), _mm256_cvtepi32_ps(hi)), bi));
+    }
+}
+#endif
+
+#endif

@@ -1,0 +1,103 @@
+/* Included by ops.h with SP_OPS_SUFFIX / SP_OPS_ATTR set; no include guard on purpose. */
+#define SP_CAT2(a, b) a##b
+#define SP_CAT(a, b) SP_CAT2(a, b)
+#define SP_FN(name) SP_CAT(name, SP_OPS_SUFFIX)
+
+/* e^x for x in [-87, 88]: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial (Cephes expf coefficients). */
+SP_OPS_ATTR static inline float SP_FN(sp_exp)(float x) {
+    x = x < -87.f ? -87.f : (x > 88.f ? 88.f : x);
+    float n = nearbyintf(x * 1.44269504088896341f);
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.f;
+    int32_t e = ((int32_t)n + 127) << 23;
+    float two_n;
+    memcpy(&two_n, &e, 4);
+    return p * two_n;
+}
+
+/* erf(x), Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7). */
+SP_OPS_ATTR static inline float SP_FN(sp_erf)(float x) {
+    float ax = fabsf(x);
+    float t = 1.f / (1.f + 0.3275911f * ax);
+    float y = ((((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f) * t;
+    y = 1.f - y * SP_FN(sp_exp)(-ax * ax);
+    return x < 0.f ? -y : y;
+}
+
+/* out = LayerNorm(x + r) row-wise; x, r, out: (T, C); r may be NULL; out may alias x. */
+SP_OPS_ATTR static void SP_FN(layernorm_add)(const float *x, const float *r, int32_t T, int32_t C, const float *gamma,
+                                             const float *beta, float eps, float *out) {
+    for (int32_t t = 0; t < T; t++) {
+        const float *xr = x + (size_t)t * C;
+        const float *rr = r ? r + (size_t)t * C : NULL;
+        float *o = out + (size_t)t * C;
+        float mean = 0.f, var = 0.f;
+        for (int32_t c = 0; c < C; c++) {
+            float v = xr[c] + (rr ? rr[c] : 0.f);
+            o[c] = v;
+            mean += v;
+        }
+        mean /= (float)C;
+        for (int32_t c = 0; c < C; c++) {
+            float d = o[c] - mean;
+            var += d * d;
+        }
+        float inv = 1.f / sqrtf(var / (float)C + eps);
+        for (int32_t c = 0; c < C; c++) o[c] = (o[c] - mean) * inv * gamma[c] + beta[c];
+    }
+}
+
+/* x <- x * Φ(x) = 0.5 x (1 + erf(x / √2)), exact-erf GELU as in BERT. */
+SP_OPS_ATTR static void SP_FN(gelu_inplace)(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.f + SP_FN(sp_erf)(x[i] * 0.70710678118654752f));
+}
+
+/* Scaled dot-product attention of one sequence, all heads.
+ * q, k, v: (T, C) rows of this sequence (head h = columns h*D .. h*D+D-1); ctx: (T, C) out.
+ * scratch: (T * T + D * T) floats. */
+SP_OPS_ATTR static void SP_FN(attention_seq)(const float *q, const float *k, const float *v, int32_t T, int32_t C, int32_t H,
+                                             float *ctx, float *scratch) {
+    const int32_t D = C / H;
+    const float scale = 1.f / sqrtf((float)D);
+    float *p = scratch;          /* (T, T) */
+    float *kt = scratch + (size_t)T * T; /* (D, T): K of this head transposed */
+    for (int32_t h = 0; h < H; h++) {
+        for (int32_t j = 0; j < T; j++)
+            for (int32_t d = 0; d < D; d++) kt[(size_t)d * T + j] = k[(size_t)j * C + h * D + d];
+        for (int32_t i = 0; i < T; i++) {
+            float *pi = p + (size_t)i * T;
+            for (int32_t j = 0; j < T; j++) pi[j] = 0.f;
+            const float *qi = q + (size_t)i * C + h * D;
+            for (int32_t d = 0; d < D; d++) {
+                const float qd = qi[d] * scale;
+                const float *kd = kt + (size_t)d * T;
+                for (int32_t j = 0; j < T; j++) pi[j] += qd * kd[j];
+            }
+            float mx = pi[0];
+            for (int32_t j = 1; j < T; j++) mx = pi[j] > mx ? pi[j] : mx;
+            float sum = 0.f;
+            for (int32_t j = 0; j < T; j++) {
+                pi[j] = SP_FN(sp_exp)(pi[j] - mx);
+                sum += pi[j];
+            }
+            const float inv = 1.f / sum;
+            float *ci = ctx + (size_t)i * C + h * D;
+            for (int32_t d = 0; d < D; d++) ci[d] = 0.f;
+            for (int32_t j = 0; j < T; j++) {
+                const float pij = pi[j] * inv;
+                const float *vj = v + (size_t)j * C + h * D;
+                for (int32_t d = 0; d < D; d++) ci[d] += pij * vj[d];
+            }
+        }
+    }
+}
+
+#undef SP_FN
+#undef SP_CAT
+#undef SP_CAT2

@@ -1,0 +1,44 @@
+/* Internal declarations shared by the library's sources (compiled as one unit: sparsepulse.c).
+ * Everything here is static; nothing is exported beyond sparsepulse.h. */
+#ifndef SP_INTERNAL_H
+#define SP_INTERNAL_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sparsepulse.h"
+
+#define SP_TILE 16 /* tokens per AVX2 tile */
+#define SP_ALIGN 64
+
+#if defined(__x86_64__) || defined(__i386__)
+#define SP_X86 1
+#define SP_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define SP_X86 0
+#define SP_AVX2
+#endif
+
+/* A linear layer in the handle's own memory: int8 values widened to int16 for the exact
+ * vpmaddwd route (one 64-bit broadcast per 4-block). */
+typedef struct {
+    int32_t out, in, nnz;
+    int32_t *row_ptr;  /* (out + 1) */
+    uint16_t *col_idx; /* (nnz) */
+    int8_t *w8;        /* (nnz, 4) as given (scalar kernel) */
+    int16_t *w16;      /* (nnz, 4) widened (AVX2 kernel) */
+    float *scale;      /* (out) */
+    float *bias;       /* (out) */
+} sp_lin;
+
+static void *sp_alloc(size_t n) {
+    void *p = NULL;
+    if (n == 0) n = SP_ALIGN;
+    if (posix_memalign(&p, SP_ALIGN, (n + SP_ALIGN - 1) / SP_ALIGN * SP_ALIGN) != 0) return NULL;
+    return p;
+}
+
+#endif

@@ -1,0 +1,460 @@
+/* SparsePulse native runtime: model handle and the encoder forward pass. See sparsepulse.h. */
+#include "sp_internal.h"
+#include "kernels.h"
+#include "ops.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#define SP_NOW() omp_get_wtime()
+#else
+#include <time.h>
+static double SP_NOW(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+#endif
+
+struct sp_model {
+    sp_config cfg;
+    int use_avx2;
+    int64_t bytes;
+    int8_t *word;      /* (V, C) */
+    float *word_scale; /* (V) */
+    float *position;   /* (P, C) */
+    float *token_type; /* (C): row 0 */
+    float *emb_g, *emb_b;
+    sp_lin *lin;       /* (L, 6): query, key, value, attn_out, ffn_in, ffn_out */
+    float *ln;         /* (L, 4, C): attn gamma, attn beta, ffn gamma, ffn beta */
+    float *pool_w, *pool_b, *cls_w, *cls_b;
+};
+
+static const char *const sp_messages[] = {
+    "ok",
+    "invalid argument (NULL pointer or non-positive size)",
+    "out of memory",
+    "inconsistent dimensions",
+    "index out of range (block column, row pointer or token id)",
+    "invalid value (NaN, infinite or non-positive scale or parameter)",
+    "sequence length out of range (empty or longer than the model's maximum)",
+    "kernel not supported on this CPU",
+};
+
+const char *sp_status_message(int status) {
+    if (status < 0 || status >= (int)(sizeof sp_messages / sizeof sp_messages[0])) return "unknown status";
+    return sp_messages[status];
+}
+
+int sp_abi_version(void) { return SP_ABI_VERSION; }
+
+int sp_cpu_has_avx2(void) {
+#if SP_X86 && defined(__GNUC__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+static sp_status pick_kernel(sp_kernel k, int *use_avx2) {
+    if (k == SP_KERNEL_SCALAR) { *use_avx2 = 0; return SP_OK; }
+    if (k == SP_KERNEL_AVX2) {
+        if (!sp_cpu_has_avx2()) return SP_ERR_UNSUPPORTED;
+        *use_avx2 = 1;
+        return SP_OK;
+    }
+    if (k == SP_KERNEL_AUTO) { *use_avx2 = sp_cpu_has_avx2(); return SP_OK; }
+    return SP_ERR_ARG;
+}
+
+static int finite_all(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+/* Check a caller's linear layer: shapes, CSR structure, index ranges, scales. */
+static sp_status check_linear(const sp_linear *l, int32_t out, int32_t in) {
+    if (!l->row_ptr || !l->scale || !l->bias || (l->nnz_blocks > 0 && (!l->col_idx || !l->values))) return SP_ERR_ARG;
+    if (l->out != out || l->in != in || in % SP_BLOCK != 0 || in / SP_BLOCK > 65536) return SP_ERR_SHAPE;
+    if (l->nnz_blocks < 0 || (int64_t)l->nnz_blocks > (int64_t)out * (in / SP_BLOCK)) return SP_ERR_SHAPE;
+    if (l->row_ptr[0] != 0 || l->row_ptr[out] != l->nnz_blocks) return SP_ERR_INDEX;
+    for (int32_t o = 0; o < out; o++) {
+        if (l->row_ptr[o + 1] < l->row_ptr[o]) return SP_ERR_INDEX;
+        for (int32_t b = l->row_ptr[o]; b < l->row_ptr[o + 1]; b++)
+            if ((int32_t)l->col_idx[b] >= in / SP_BLOCK) return SP_ERR_INDEX;
+    }
+    for (int32_t o = 0; o < out; o++)
+        if (!(l->scale[o] >= 0.f) || !isfinite(l->scale[o])) return SP_ERR_VALUE;
+    if (!finite_all(l->bias, (size_t)out)) return SP_ERR_VALUE;
+    for (int64_t i = 0; i < (int64_t)l->nnz_blocks * 4; i++)
+        if (l->values[i] == -128) return SP_ERR_VALUE; /* symmetric range is [-127, 127] */
+    return SP_OK;
+}
+
+static sp_status copy_linear(const sp_linear *l, sp_lin *d, int64_t *bytes) {
+    d->out = l->out;
+    d->in = l->in;
+    d->nnz = l->nnz_blocks;
+    d->row_ptr = sp_alloc(sizeof(int32_t) * (size_t)(l->out + 1));
+    d->col_idx = sp_alloc(sizeof(uint16_t) * (size_t)l->nnz_blocks);
+    d->w8 = sp_alloc((size_t)l->nnz_blocks * 4);
+    d->w16 = sp_alloc(sizeof(int16_t) * 4 * (size_t)l->nnz_blocks);
+    d->scale = sp_alloc(sizeof(float) * (size_t)l->out);
+    d->bias = sp_alloc(sizeof(float) * (size_t)l->out);
+    if (!d->row_ptr || !d->col_idx || !d->w8 || !d->w16 || !d->scale || !d->bias) return SP_ERR_NOMEM;
+    memcpy(d->row_ptr, l->row_ptr, sizeof(int32_t) * (size_t)(l->out + 1));
+    if (l->nnz_blocks) {
+        memcpy(d->col_idx, l->col_idx, sizeof(uint16_t) * (size_t)l->nnz_blocks);
+        memcpy(d->w8, l->values, (size_t)l->nnz_blocks * 4);
+    }
+    for (int64_t i = 0; i < (int64_t)l->nnz_blocks * 4; i++) d->w16[i] = l->values[i];
+    memcpy(d->scale, l->scale, sizeof(float) * (size_t)l->out);
+    memcpy(d->bias, l->bias, sizeof(float) * (size_t)l->out);
+    *bytes += (int64_t)l->nnz_blocks * (2 + 4 + 8) + (int64_t)l->out * 12 + 4;
+    return SP_OK;
+}
+
+static void free_linear(sp_lin *d) {
+    free(d->row_ptr);
+    free(d->col_idx);
+    free(d->w8);
+    free(d->w16);
+    free(d->scale);
+    free(d->bias);
+}
+
+static float *copy_f32(const float *src, size_t n, int64_t *bytes, sp_status *st) {
+    if (!src) { *st = SP_ERR_ARG; return NULL; }
+    if (!finite_all(src, n)) { *st = SP_ERR_VALUE; return NULL; }
+    float *d = sp_alloc(n * sizeof(float));
+    if (!d) { *st = SP_ERR_NOMEM; return NULL; }
+    memcpy(d, src, n * sizeof(float));
+    *bytes += (int64_t)(n * sizeof(float));
+    return d;
+}
+
+void sp_model_free(sp_model *m) {
+    if (!m) return;
+    if (m->lin)
+        for (int32_t i = 0; i < m->cfg.num_layers * 6; i++) free_linear(&m->lin[i]);
+    free(m->lin);
+    free(m->ln);
+    free(m->word);
+    free(m->word_scale);
+    free(m->position);
+    free(m->token_type);
+    free(m->emb_g);
+    free(m->emb_b);
+    free(m->pool_w);
+    free(m->pool_b);
+    free(m->cls_w);
+    free(m->cls_b);
+    free(m);
+}
+
+int64_t sp_model_bytes(const sp_model *m) { return m ? m->bytes : 0; }
+
+sp_status sp_model_create(const sp_config *cfg, const sp_weights *w, sp_kernel kernel, sp_model **out) {
+    if (!out) return SP_ERR_ARG;
+    *out = NULL;
+    if (!cfg || !w || !w->layers || !w->word || !w->word_scale) return SP_ERR_ARG;
+    const int32_t C = cfg->hidden, I = cfg->intermediate, V = cfg->vocab_size, L = cfg->num_layers;
+    if (C <= 0 || I <= 0 || V <= 0 || L <= 0 || cfg->num_heads <= 0 || cfg->max_position <= 0 || cfg->num_labels <= 0 ||
+        cfg->type_vocab_size <= 0)
+        return SP_ERR_ARG;
+    if (C % cfg->num_heads || C % SP_BLOCK || I % SP_BLOCK || C > 16384 || I > 65536 || L > 64 || V > (1 << 24) ||
+        cfg->max_position > 8192 || cfg->num_labels > 1024)
+        return SP_ERR_SHAPE;
+    if (!(cfg->layer_norm_eps > 0.f) || !isfinite(cfg->layer_norm_eps)) return SP_ERR_VALUE;
+    int use_avx2;
+    sp_status st = pick_kernel(kernel, &use_avx2);
+    if (st != SP_OK) return st;
+    for (int32_t i = 0; i < L; i++) {
+        const sp_layer *ly = &w->layers[i];
+        if ((st = check_linear(&ly->query, C, C)) || (st = check_linear(&ly->key, C, C)) ||
+            (st = check_linear(&ly->value, C, C)) || (st = check_linear(&ly->attn_out, C, C)) ||
+            (st = check_linear(&ly->ffn_in, I, C)) || (st = check_linear(&ly->ffn_out, C, I)))
+            return st;
+    }
+    for (int32_t v = 0; v < V; v++)
+        if (!(w->word_scale[v] >= 0.f) || !isfinite(w->word_scale[v])) return SP_ERR_VALUE;
+
+    sp_model *m = calloc(1, sizeof *m);
+    if (!m) return SP_ERR_NOMEM;
+    m->cfg = *cfg;
+    m->use_avx2 = use_avx2;
+    m->bytes = sizeof *m;
+    st = SP_OK;
+    m->word = sp_alloc((size_t)V * C);
+    if (!m->word) { sp_model_free(m); return SP_ERR_NOMEM; }
+    memcpy(m->word, w->word, (size_t)V * C);
+    m->bytes += (int64_t)V * C;
+    m->word_scale = copy_f32(w->word_scale, (size_t)V, &m->bytes, &st);
+    if (st == SP_OK) m->position = copy_f32(w->position, (size_t)cfg->max_position * C, &m->bytes, &st);
+    if (st == SP_OK) m->token_type = copy_f32(w->token_type, (size_t)C, &m->bytes, &st);
+    if (st == SP_OK) m->emb_g = copy_f32(w->emb_ln_gamma, (size_t)C, &m->bytes, &st);
+    if (st == SP_OK) m->emb_b = copy_f32(w->emb_ln_beta, (size_t)C, &m->bytes, &st);
+    if (st == SP_OK) m->pool_w = copy_f32(w->pooler_w, (size_t)C * C, &m->bytes, &st);
+    if (st == SP_OK) m->pool_b = copy_f32(w->pooler_b, (size_t)C, &m->bytes, &st);
+    if (st == SP_OK) m->cls_w = copy_f32(w->classifier_w, (size_t)cfg->num_labels * C, &m->bytes, &st);
+    if (st == SP_OK) m->cls_b = copy_f32(w->classifier_b, (size_t)cfg->num_labels, &m->bytes, &st);
+    if (st != SP_OK) { sp_model_free(m); return st; }
+    m->lin = calloc((size_t)L * 6, sizeof(sp_lin));
+    m->ln = sp_alloc(sizeof(float) * (size_t)L * 4 * C);
+    if (!m->lin || !m->ln) { sp_model_free(m); return SP_ERR_NOMEM; }
+    for (int32_t i = 0; i < L && st == SP_OK; i++) {
+        const sp_layer *ly = &w->layers[i];
+        const sp_linear *src[6] = {&ly->query, &ly->key, &ly->value, &ly->attn_out, &ly->ffn_in, &ly->ffn_out};
+        for (int j = 0; j < 6 && st == SP_OK; j++) st = copy_linear(src[j], &m->lin[i * 6 + j], &m->bytes);
+        const float *lnp[4] = {ly->attn_ln_gamma, ly->attn_ln_beta, ly->ffn_ln_gamma, ly->ffn_ln_beta};
+        for (int j = 0; j < 4 && st == SP_OK; j++) {
+            if (!lnp[j]) st = SP_ERR_ARG;
+            else if (!finite_all(lnp[j], (size_t)C)) st = SP_ERR_VALUE;
+            else memcpy(m->ln + ((size_t)i * 4 + j) * C, lnp[j], sizeof(float) * (size_t)C);
+        }
+    }
+    m->bytes += (int64_t)L * 4 * C * 4;
+    if (st != SP_OK) { sp_model_free(m); return st; }
+    *out = m;
+    return SP_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static int nthreads(int32_t threads) {
+#ifdef _OPENMP
+    return threads > 0 ? threads : omp_get_max_threads();
+#else
+    (void)threads;
+    return 1;
+#endif
+}
+
+/* x: (N, C) float -> xq (N, C), xs (N); and, for AVX2, the packed tiles xp (tiles, C/4, 16, 4). */
+static void quantize_pack(const float *x, int32_t N, int32_t C, int8_t *xq, float *xs, int8_t *xp, int use_avx2, int nt) {
+    const int32_t tiles = (N + SP_TILE - 1) / SP_TILE;
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int32_t t = 0; t < N; t++) xs[t] = quantize_row(x + (size_t)t * C, C, xq + (size_t)t * C);
+    if (!use_avx2) return;
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int32_t i = 0; i < tiles; i++) {
+        int32_t t0 = i * SP_TILE, n = N - t0 < SP_TILE ? N - t0 : SP_TILE;
+        pack_tile(xq, C, t0, n, xp + (size_t)i * C * SP_TILE);
+    }
+}
+
+/* y: (N, out) = linear(xq); yt: (tiles, out, 16) scratch for the AVX2 path; xsp: (tiles*16) scales. */
+static void run_linear(const sp_lin *L, const int8_t *xq, const float *xs, const int8_t *xp, const float *xsp, int32_t N,
+                       int use_avx2, int nt, float *yt, float *y) {
+#if SP_X86
+    if (use_avx2) {
+        const int32_t tiles = (N + SP_TILE - 1) / SP_TILE;
+        const int32_t chunk = 64, chunks = (L->out + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (int32_t w = 0; w < tiles * chunks; w++) {
+            int32_t i = w / chunks, c = w % chunks;
+            int32_t o0 = c * chunk, o1 = o0 + chunk < L->out ? o0 + chunk : L->out;
+            lin_tile_avx2(L, xp + (size_t)i * L->in * SP_TILE, xsp + (size_t)i * SP_TILE, o0, o1, yt + (size_t)i * L->out * SP_TILE);
+        }
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (int32_t t = 0; t < N; t++) {
+            const float *src = yt + (size_t)(t / SP_TILE) * L->out * SP_TILE + (t % SP_TILE);
+            float *dst = y + (size_t)t * L->out;
+            for (int32_t o = 0; o < L->out; o++) dst[o] = src[(size_t)o * SP_TILE];
+        }
+        return;
+    }
+#endif
+    (void)xp; (void)xsp; (void)yt;
+    const int32_t chunk = 16, chunks = (N + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int32_t c = 0; c < chunks; c++) {
+        int32_t t0 = c * chunk, t1 = t0 + chunk < N ? t0 + chunk : N;
+        lin_scalar(L, xq, xs, t0, t1, 0, L->out, y);
+    }
+}
+
+sp_status sp_quantize_rows(const float *x, int32_t T, int32_t C, int8_t *xq, float *xs) {
+    if (!x || !xq || !xs || T <= 0 || C <= 0) return SP_ERR_ARG;
+    for (int32_t t = 0; t < T; t++) xs[t] = quantize_row(x + (size_t)t * C, C, xq + (size_t)t * C);
+    return SP_OK;
+}
+
+sp_status sp_linear_forward(const sp_linear *lin, const int8_t *xq, const float *xs, int32_t T, sp_kernel kernel,
+                            int32_t threads, float *y) {
+    if (!lin || !xq || !xs || !y || T <= 0) return SP_ERR_ARG;
+    sp_status st = check_linear(lin, lin->out, lin->in);
+    if (st != SP_OK) return st;
+    int use_avx2;
+    if ((st = pick_kernel(kernel, &use_avx2)) != SP_OK) return st;
+    sp_lin L;
+    memset(&L, 0, sizeof L);
+    int64_t bytes = 0;
+    st = copy_linear(lin, &L, &bytes);
+    const int32_t tiles = (T + SP_TILE - 1) / SP_TILE;
+    int8_t *xp = use_avx2 ? sp_alloc((size_t)tiles * lin->in * SP_TILE) : NULL;
+    float *xsp = use_avx2 ? sp_alloc(sizeof(float) * (size_t)tiles * SP_TILE) : NULL;
+    float *yt = use_avx2 ? sp_alloc(sizeof(float) * (size_t)tiles * lin->out * SP_TILE) : NULL;
+    if (st == SP_OK && use_avx2 && (!xp || !xsp || !yt)) st = SP_ERR_NOMEM;
+    if (st == SP_OK) {
+        const int nt = nthreads(threads);
+        if (use_avx2) {
+            memset(xsp, 0, sizeof(float) * (size_t)tiles * SP_TILE);
+            memcpy(xsp, xs, sizeof(float) * (size_t)T);
+            for (int32_t i = 0; i < tiles; i++) {
+                int32_t t0 = i * SP_TILE, n = T - t0 < SP_TILE ? T - t0 : SP_TILE;
+                pack_tile(xq, lin->in, t0, n, xp + (size_t)i * lin->in * SP_TILE);
+            }
+        }
+        run_linear(&L, xq, xs, xp, xsp, T, use_avx2, nt, yt, y);
+    }
+    free(xp);
+    free(xsp);
+    free(yt);
+    free_linear(&L);
+    return st;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengths, int32_t n_seqs, int32_t threads,
+                     float *probs, double *timings) {
+    if (!m || !ids || !lengths || !probs || n_seqs <= 0 || threads < 0 || threads > 256) return SP_ERR_ARG;
+    const sp_config *cfg = &m->cfg;
+    const int32_t C = cfg->hidden, I = cfg->intermediate, H = cfg->num_heads, K = cfg->num_labels;
+    int64_t N64 = 0;
+    int32_t Tmax = 0;
+    for (int32_t s = 0; s < n_seqs; s++) {
+        if (lengths[s] <= 0 || lengths[s] > cfg->max_position) return SP_ERR_LENGTH;
+        N64 += lengths[s];
+        Tmax = lengths[s] > Tmax ? lengths[s] : Tmax;
+    }
+    if (N64 > (1 << 24)) return SP_ERR_ARG;
+    const int32_t N = (int32_t)N64;
+    for (int32_t t = 0; t < N; t++)
+        if (ids[t] < 0 || ids[t] >= cfg->vocab_size) return SP_ERR_INDEX;
+
+    const int nt = nthreads(threads);
+    const int avx = m->use_avx2;
+    const int32_t tiles = (N + SP_TILE - 1) / SP_TILE;
+    const size_t NC = (size_t)N * C, NI = (size_t)N * I;
+    int32_t *off = sp_alloc(sizeof(int32_t) * (size_t)(n_seqs + 1));
+    float *h = sp_alloc(sizeof(float) * NC), *q = sp_alloc(sizeof(float) * NC), *k = sp_alloc(sizeof(float) * NC);
+    float *v = sp_alloc(sizeof(float) * NC), *ctx = sp_alloc(sizeof(float) * NC), *ff = sp_alloc(sizeof(float) * NI);
+    int8_t *xq = sp_alloc(NI > NC ? NI : NC);
+    float *xs = sp_alloc(sizeof(float) * (size_t)tiles * SP_TILE);
+    int8_t *xp = avx ? sp_alloc((size_t)tiles * SP_TILE * (size_t)(I > C ? I : C)) : NULL;
+    float *yt = avx ? sp_alloc(sizeof(float) * (size_t)tiles * SP_TILE * (size_t)(I > C ? I : C)) : NULL;
+    const size_t scratch_per = (size_t)Tmax * Tmax + (size_t)(C / H) * Tmax;
+    float *scratch = sp_alloc(sizeof(float) * scratch_per * (size_t)nt);
+    sp_status st = SP_OK;
+    if (!off || !h || !q || !k || !v || !ctx || !ff || !xq || !xs || !scratch || (avx && (!xp || !yt))) st = SP_ERR_NOMEM;
+    double t_lin = 0, t_att = 0, t_start = SP_NOW(), t0;
+    if (st == SP_OK) {
+        memset(xs, 0, sizeof(float) * (size_t)tiles * SP_TILE);
+        off[0] = 0;
+        for (int32_t s = 0; s < n_seqs; s++) off[s + 1] = off[s] + lengths[s];
+        /* embeddings: h = LN(word[id] * scale[id] + position[p] + token_type[0]) */
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (int32_t s = 0; s < n_seqs; s++)
+            for (int32_t p = 0; p < lengths[s]; p++) {
+                const int32_t t = off[s] + p, id = ids[t];
+                const int8_t *wr = m->word + (size_t)id * C;
+                const float ws = m->word_scale[id];
+                const float *pr = m->position + (size_t)p * C;
+                float *hr = h + (size_t)t * C;
+                for (int32_t c = 0; c < C; c++) hr[c] = (float)wr[c] * ws + pr[c] + m->token_type[c];
+            }
+#define SP_LN(x, r, g, b, o)                                                                                      \
+    do {                                                                                                          \
+        const int32_t _rows = (N + nt - 1) / nt;                                                                  \
+        _Pragma("omp parallel for schedule(static) num_threads(nt)") for (int32_t _i = 0; _i < nt; _i++) {      \
+            int32_t _a = _i * _rows, _n = N - _a < _rows ? N - _a : _rows;                                       \
+            if (_n <= 0) continue;                                                                                \
+            const float *_r = (r) ? (r) + (size_t)_a * C : NULL;                                                  \
+            if (avx) layernorm_add_avx2((x) + (size_t)_a * C, _r, _n, C, g, b, cfg->layer_norm_eps, (o) + (size_t)_a * C); \
+            else layernorm_add_ref((x) + (size_t)_a * C, _r, _n, C, g, b, cfg->layer_norm_eps, (o) + (size_t)_a * C);     \
+        }                                                                                                         \
+    } while (0)
+        SP_LN(h, (const float *)NULL, m->emb_g, m->emb_b, h);
+        for (int32_t l = 0; l < cfg->num_layers; l++) {
+            const sp_lin *lin = m->lin + (size_t)l * 6;
+            const float *ln = m->ln + (size_t)l * 4 * C;
+            t0 = SP_NOW();
+            quantize_pack(h, N, C, xq, xs, xp, avx, nt);
+            run_linear(&lin[0], xq, xs, xp, xs, N, avx, nt, yt, q);
+            run_linear(&lin[1], xq, xs, xp, xs, N, avx, nt, yt, k);
+            run_linear(&lin[2], xq, xs, xp, xs, N, avx, nt, yt, v);
+            t_lin += SP_NOW() - t0;
+            t0 = SP_NOW();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+            for (int32_t s = 0; s < n_seqs; s++) {
+#ifdef _OPENMP
+                float *sc = scratch + scratch_per * (size_t)omp_get_thread_num();
+#else
+                float *sc = scratch;
+#endif
+                const size_t o = (size_t)off[s] * C;
+                if (avx) attention_seq_avx2(q + o, k + o, v + o, lengths[s], C, H, ctx + o, sc);
+                else attention_seq_ref(q + o, k + o, v + o, lengths[s], C, H, ctx + o, sc);
+            }
+            t_att += SP_NOW() - t0;
+            t0 = SP_NOW();
+            quantize_pack(ctx, N, C, xq, xs, xp, avx, nt);
+            run_linear(&lin[3], xq, xs, xp, xs, N, avx, nt, yt, q); /* q <- attention output projection */
+            t_lin += SP_NOW() - t0;
+            SP_LN(h, q, ln, ln + C, h);
+            t0 = SP_NOW();
+            quantize_pack(h, N, C, xq, xs, xp, avx, nt);
+            run_linear(&lin[4], xq, xs, xp, xs, N, avx, nt, yt, ff);
+            t_lin += SP_NOW() - t0;
+            {
+                const size_t chunk = (NI + (size_t)nt - 1) / (size_t)nt;
+#pragma omp parallel for schedule(static) num_threads(nt)
+                for (int i = 0; i < nt; i++) {
+                    size_t a = (size_t)i * chunk, n = NI - a < chunk ? NI - a : chunk;
+                    if (a >= NI) continue;
+                    if (avx) gelu_inplace_avx2(ff + a, n);
+                    else gelu_inplace_ref(ff + a, n);
+                }
+            }
+            t0 = SP_NOW();
+            quantize_pack(ff, N, I, xq, xs, xp, avx, nt);
+            run_linear(&lin[5], xq, xs, xp, xs, N, avx, nt, yt, q);
+            t_lin += SP_NOW() - t0;
+            SP_LN(h, q, ln + 2 * C, ln + 3 * C, h);
+        }
+#undef SP_LN
+        /* pooler (tanh dense on [CLS]) + classifier + softmax, per sequence */
+        for (int32_t s = 0; s < n_seqs; s++) {
+            const float *cls = h + (size_t)off[s] * C;
+            float *pooled = ctx; /* reuse: (C) */
+            for (int32_t o = 0; o < C; o++) {
+                float a = m->pool_b[o];
+                const float *wr = m->pool_w + (size_t)o * C;
+                for (int32_t c = 0; c < C; c++) a += wr[c] * cls[c];
+                pooled[o] = tanhf(a);
+            }
+            float *pr = probs + (size_t)s * K, mx = -INFINITY, sum = 0.f;
+            for (int32_t j = 0; j < K; j++) {
+                float a = m->cls_b[j];
+                const float *wr = m->cls_w + (size_t)j * C;
+                for (int32_t c = 0; c < C; c++) a += wr[c] * pooled[c];
+                pr[j] = a;
+                mx = a > mx ? a : mx;
+            }
+            for (int32_t j = 0; j < K; j++) sum += (pr[j] = expf(pr[j] - mx));
+            for (int32_t j = 0; j < K; j++) pr[j] /= sum;
+        }
+    }
+    if (timings && st == SP_OK) {
+        double total = SP_NOW() - t_start;
+        timings[0] += t_lin;
+        timings[1] += t_att;
+        timings[2] += total - t_lin - t_att;
+        timings[3] += total;
+    }
+    free(off); free(h); free(q); free(k); free(v); free(ctx); free(ff); free(xq); free(xs); free(xp); free(yt); free(scratch);
+    return st;
+}

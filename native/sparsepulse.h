@@ -1,0 +1,119 @@
+/*
+ * SparsePulse native runtime: sparse-INT8 BERT encoder for CPUs (AVX2 first, portable fallback).
+ *
+ * The one public header. Every other symbol of the library is static.
+ *
+ * Conventions
+ *   - Every function returns sp_status; sp_status_message() gives a static English message.
+ *     The library never exits, never prints, and keeps no global mutable state.
+ *   - Memory: sp_model_create() copies everything it needs from the caller's buffers into
+ *     handle-owned memory; sp_model_free() releases it. sp_forward() allocates its own scratch
+ *     per call, so one model may be used from several threads at once.
+ *   - Shapes are given as comments: // x: (T, C) means T rows of C values, row-major.
+ *
+ * Linear layers use the packed 4-block layout (SP_BLOCK = 4 consecutive inputs of one output row):
+ *   row_ptr: (out + 1)         int32, blocks of row o are row_ptr[o] .. row_ptr[o+1]-1
+ *   col_idx: (nnz_blocks)      uint16, block column: inputs 4*col .. 4*col+3
+ *   values:  (nnz_blocks, 4)   int8, symmetric per-output-channel weights, w = values * scale[o]
+ *   scale:   (out)             float32
+ *   bias:    (out)             float32
+ * Activations entering a linear layer are quantised per token (row): s_t = max|x_t| / 127,
+ * q = round_half_even(x / s_t) clamped to [-127, 127]; y[t,o] = s_t * scale[o] * Σ q·values + bias[o].
+ */
+#ifndef SPARSEPULSE_H
+#define SPARSEPULSE_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SP_ABI_VERSION 1
+#define SP_BLOCK 4
+
+typedef enum {
+    SP_OK = 0,
+    SP_ERR_ARG = 1,       /* a NULL pointer or a non-positive size */
+    SP_ERR_NOMEM = 2,     /* allocation failed */
+    SP_ERR_SHAPE = 3,     /* inconsistent dimensions */
+    SP_ERR_INDEX = 4,     /* a block index, row pointer or token id out of range */
+    SP_ERR_VALUE = 5,     /* a NaN / infinite / non-positive scale or parameter */
+    SP_ERR_LENGTH = 6,    /* a sequence longer than the model's maximum length, or empty */
+    SP_ERR_UNSUPPORTED = 7 /* requested kernel not available on this CPU */
+} sp_status;
+
+/* Kernel choice: AUTO picks AVX2 when the CPU has it, else the scalar reference. */
+typedef enum { SP_KERNEL_AUTO = 0, SP_KERNEL_SCALAR = 1, SP_KERNEL_AVX2 = 2 } sp_kernel;
+
+typedef struct {
+    int32_t vocab_size, hidden, num_layers, num_heads, intermediate, max_position, type_vocab_size, num_labels;
+    float layer_norm_eps;
+} sp_config;
+
+typedef struct {
+    int32_t out, in, nnz_blocks;
+    const int32_t *row_ptr;  /* (out + 1) */
+    const uint16_t *col_idx; /* (nnz_blocks) */
+    const int8_t *values;    /* (nnz_blocks, 4) */
+    const float *scale;      /* (out) */
+    const float *bias;       /* (out) */
+} sp_linear;
+
+typedef struct {
+    sp_linear query, key, value, attn_out, ffn_in, ffn_out;
+    const float *attn_ln_gamma, *attn_ln_beta; /* (hidden) */
+    const float *ffn_ln_gamma, *ffn_ln_beta;   /* (hidden) */
+} sp_layer;
+
+typedef struct {
+    const int8_t *word;          /* (vocab_size, hidden) per-row INT8 */
+    const float *word_scale;     /* (vocab_size) */
+    const float *position;       /* (max_position, hidden) */
+    const float *token_type;     /* (type_vocab_size, hidden); row 0 is used */
+    const float *emb_ln_gamma, *emb_ln_beta; /* (hidden) */
+    const sp_layer *layers;      /* (num_layers) */
+    const float *pooler_w;       /* (hidden, hidden) (out, in) */
+    const float *pooler_b;       /* (hidden) */
+    const float *classifier_w;   /* (num_labels, hidden) */
+    const float *classifier_b;   /* (num_labels) */
+} sp_weights;
+
+typedef struct sp_model sp_model;
+
+const char *sp_status_message(int status);
+int sp_abi_version(void);
+/* 1 when the running CPU supports the AVX2 kernels, else 0. */
+int sp_cpu_has_avx2(void);
+
+/* Validate and copy the weights; *out receives the handle (NULL on error). */
+sp_status sp_model_create(const sp_config *cfg, const sp_weights *w, sp_kernel kernel, sp_model **out);
+void sp_model_free(sp_model *m);
+/* Bytes of handle-owned memory. */
+int64_t sp_model_bytes(const sp_model *m);
+
+/*
+ * Forward pass for a batch of sequences of different lengths, no padding.
+ *   ids:     (total_tokens) int32, the sequences one after the other (with [CLS] ... [SEP])
+ *   lengths: (n_seqs) int32, each 1 .. max_position
+ *   probs:   (n_seqs, num_labels) float32 out: softmax probabilities
+ *   threads: worker threads (1 .. 256); 0 = the OpenMP default
+ * Per-stage wall-clock seconds are added to timings[0..3] (linear, attention, other, total) when
+ * timings is not NULL.
+ */
+sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengths, int32_t n_seqs, int32_t threads,
+                     float *probs, double *timings);
+
+/*
+ * One sparse linear layer on already-quantised activations (for tests and benchmarks).
+ *   xq: (T, in) int8; xs: (T) float32 per-token scales; y: (T, out) float32 out.
+ */
+sp_status sp_linear_forward(const sp_linear *lin, const int8_t *xq, const float *xs, int32_t T, sp_kernel kernel,
+                            int32_t threads, float *y);
+/* Per-token symmetric INT8 quantisation: x: (T, C) -> xq: (T, C), xs: (T). */
+sp_status sp_quantize_rows(const float *x, int32_t T, int32_t C, int8_t *xq, float *xs);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SPARSEPULSE_H */

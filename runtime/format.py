@@ -1,0 +1,300 @@
+"""Model format ``sparsepulse-sparse-int8`` v1: the contract between ``compression`` and ``runtime``.
+
+A model directory ``models/<name>/`` holds ``model.safetensors`` (this format), the tokenizer
+files, ``README.md`` (model card) and ``metrics.json``.
+
+Metadata (safetensors header, all strings; JSON where noted):
+    format            "sparsepulse-sparse-int8"
+    format_version    "1"
+    config            JSON: vocab_size, hidden_size, num_layers, num_heads, intermediate_size,
+                      max_position, type_vocab_size, layer_norm_eps, num_labels
+    labels            JSON list, classifier row order ("negative", "neutral", "positive")
+    max_len           tokens per text incl. [CLS]/[SEP]; longer texts are truncated (counted)
+    normalization     version of runtime.text.normalize, e.g. "tweet-norm/1"
+    demojize          JSON bool, argument of normalize()
+    sparsity          JSON: {"block_shape": [1, 4], "sparsity": measured zero fraction of encoder linears}
+    quantization      JSON: {"weights": "int8-symmetric-per-output-channel",
+                             "activations": "int8-dynamic-per-token-symmetric",
+                             "embeddings": "int8-symmetric-per-row", "rounding": "half-even"}
+Tensors:
+    embeddings.word.values int8 (V, C)      embeddings.word.scale f32 (V,)
+    embeddings.position f32 (P, C)          embeddings.token_type f32 (TV, C)
+    embeddings.ln.gamma / .beta f32 (C,)
+    layer_{i}.{query,key,value,attn_out,ffn_in,ffn_out}:
+        .values int8 (nnz, 4)   .col_idx uint16 (nnz,)   .row_ptr int32 (out + 1,)
+        .scale f32 (out,)       .bias f32 (out,)
+      4-block CSR: the blocks of output row o are row_ptr[o] .. row_ptr[o+1]-1, block b covers
+      inputs 4*col_idx[b] .. +3; weight = values * scale[o]. Values lie in [-127, 127].
+    layer_{i}.attn_ln.gamma / .beta, layer_{i}.ffn_ln.gamma / .beta f32 (C,)
+    pooler.weight f32 (C, C)   pooler.bias f32 (C,)   classifier.weight f32 (K, C)   classifier.bias f32 (K,)
+Quantisation (what training simulates and C computes): weights q = round_half_even(w / s_o),
+s_o = max|w_o| / 127; activations per token t: s_t = max|x_t| / 127, q = round_half_even(x / s_t);
+y = s_t · s_o · Σ q_x q_w + b.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelFormatError
+from .text import NORMALIZATION_VERSION
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "LINEAR_NAMES",
+    "BLOCK",
+    "quantize_symmetric",
+    "pack_linear",
+    "unpack_linear",
+    "ModelData",
+    "save_model",
+    "load_model",
+]
+
+FORMAT = "sparsepulse-sparse-int8"
+FORMAT_VERSION = 1
+LINEAR_NAMES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
+BLOCK = 4
+WEIGHTS_FILE = "model.safetensors"
+_CONFIG_KEYS = {
+    "vocab_size": int,
+    "hidden_size": int,
+    "num_layers": int,
+    "num_heads": int,
+    "intermediate_size": int,
+    "max_position": int,
+    "type_vocab_size": int,
+    "layer_norm_eps": float,
+    "num_labels": int,
+}
+_LIMITS = {"vocab_size": 1 << 24, "hidden_size": 16384, "num_layers": 64, "num_heads": 1024, "intermediate_size": 65536, "max_position": 8192, "type_vocab_size": 64, "num_labels": 1024}
+QUANTIZATION = {
+    "weights": "int8-symmetric-per-output-channel",
+    "activations": "int8-dynamic-per-token-symmetric",
+    "embeddings": "int8-symmetric-per-row",
+    "rounding": "half-even",
+}
+MAX_FILE_BYTES = 2 << 30
+
+
+def quantize_symmetric(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row symmetric INT8: (q int8 (R, K), scale f32 (R,)); an all-zero row gets scale 0."""
+    w = np.asarray(w, np.float32)
+    amax = np.abs(w).max(axis=1)
+    scale = (amax / np.float32(127)).astype(np.float32)
+    safe = np.where(scale > 0, scale, np.float32(1))
+    q = np.clip(np.rint(w / safe[:, None]), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def pack_linear(q_oi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dense INT8 ``(out, in)`` -> 4-block CSR (values (nnz, 4), col_idx (nnz,), row_ptr (out+1,)).
+
+    All-zero blocks are dropped (they contribute nothing)."""
+    out, inn = q_oi.shape
+    if inn % BLOCK:
+        raise ValueError(f"input dimension {inn} is not a multiple of {BLOCK}")
+    blocks = q_oi.reshape(out, inn // BLOCK, BLOCK)
+    nz = np.any(blocks != 0, axis=2)  # (out, in/4)
+    rows, cols = np.nonzero(nz)
+    values = blocks[rows, cols].astype(np.int8)
+    row_ptr = np.zeros(out + 1, np.int32)
+    np.cumsum(np.bincount(rows, minlength=out), out=row_ptr[1:])
+    return np.ascontiguousarray(values), cols.astype(np.uint16), row_ptr
+
+
+def unpack_linear(values: np.ndarray, col_idx: np.ndarray, row_ptr: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Inverse of :func:`pack_linear`: dense INT8 ``(out, in)``."""
+    out, inn = shape
+    dense = np.zeros((out, inn // BLOCK, BLOCK), np.int8)
+    rows = np.repeat(np.arange(out), np.diff(row_ptr))
+    dense[rows, col_idx.astype(np.int64)] = values
+    return dense.reshape(out, inn)
+
+
+class ModelData:
+    """A validated model: ``meta`` (decoded), ``config`` (dict), ``tensors`` (name -> ndarray)."""
+
+    def __init__(self, meta: dict[str, Any], tensors: dict[str, np.ndarray]):
+        self.meta = meta
+        self.tensors = tensors
+
+    @property
+    def config(self) -> dict:
+        return self.meta["config"]
+
+    def encoder_sparsity(self) -> float:
+        total = nnz = 0
+        c = self.config
+        for i in range(c["num_layers"]):
+            for n in LINEAR_NAMES:
+                out = self.tensors[f"layer_{i}.{n}.row_ptr"].shape[0] - 1
+                inn = c["intermediate_size"] if n == "ffn_out" else c["hidden_size"]
+                total += out * inn
+                nnz += int(np.count_nonzero(self.tensors[f"layer_{i}.{n}.values"]))
+        return 1.0 - nnz / max(total, 1)
+
+
+def _expected_shapes(c: dict) -> dict[str, tuple[str, tuple]]:
+    V, C, P, TV, I, K = c["vocab_size"], c["hidden_size"], c["max_position"], c["type_vocab_size"], c["intermediate_size"], c["num_labels"]
+    exp: dict[str, tuple[str, tuple]] = {
+        "embeddings.word.values": ("int8", (V, C)),
+        "embeddings.word.scale": ("float32", (V,)),
+        "embeddings.position": ("float32", (P, C)),
+        "embeddings.token_type": ("float32", (TV, C)),
+        "embeddings.ln.gamma": ("float32", (C,)),
+        "embeddings.ln.beta": ("float32", (C,)),
+        "pooler.weight": ("float32", (C, C)),
+        "pooler.bias": ("float32", (C,)),
+        "classifier.weight": ("float32", (K, C)),
+        "classifier.bias": ("float32", (K,)),
+    }
+    for i in range(c["num_layers"]):
+        for ln in ("attn_ln", "ffn_ln"):
+            exp[f"layer_{i}.{ln}.gamma"] = ("float32", (C,))
+            exp[f"layer_{i}.{ln}.beta"] = ("float32", (C,))
+        for n in LINEAR_NAMES:
+            out = I if n == "ffn_in" else C
+            p = f"layer_{i}.{n}"
+            exp[p + ".row_ptr"] = ("int32", (out + 1,))
+            exp[p + ".scale"] = ("float32", (out,))
+            exp[p + ".bias"] = ("float32", (out,))
+            exp[p + ".values"] = ("int8", None)  # (nnz, 4), checked with row_ptr
+            exp[p + ".col_idx"] = ("uint16", None)
+    return exp
+
+
+def _decode_meta(raw: dict[str, str] | None, where: str) -> dict[str, Any]:
+    if not raw:
+        raise ModelFormatError(f"{where}: no metadata: not a {FORMAT} file")
+    if raw.get("format") != FORMAT:
+        raise ModelFormatError(f"{where}: format {raw.get('format')!r}, expected {FORMAT!r}")
+    if raw.get("format_version") != str(FORMAT_VERSION):
+        raise ModelFormatError(f"{where}: format version {raw.get('format_version')!r} is not supported (this runtime reads {FORMAT_VERSION})")
+    meta: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION}
+    try:
+        for key in ("config", "labels", "demojize", "sparsity", "quantization"):
+            meta[key] = json.loads(raw[key])
+        meta["max_len"] = int(raw["max_len"])
+        meta["normalization"] = raw["normalization"]
+    except KeyError as e:
+        raise ModelFormatError(f"{where}: metadata field {e.args[0]!r} missing") from None
+    except (ValueError, TypeError) as e:
+        raise ModelFormatError(f"{where}: malformed metadata: {e}") from None
+    c = meta["config"]
+    if not isinstance(c, dict) or set(c) != set(_CONFIG_KEYS):
+        raise ModelFormatError(f"{where}: config keys {sorted(c) if isinstance(c, dict) else c!r} != {sorted(_CONFIG_KEYS)}")
+    for k, typ in _CONFIG_KEYS.items():
+        v = c[k]
+        if typ is int and (not isinstance(v, int) or isinstance(v, bool) or not 0 < v <= _LIMITS[k]):
+            raise ModelFormatError(f"{where}: config.{k}={v!r} out of range")
+        if typ is float and (not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v < 1):
+            raise ModelFormatError(f"{where}: config.{k}={v!r} out of range")
+    if c["hidden_size"] % c["num_heads"] or c["hidden_size"] % BLOCK or c["intermediate_size"] % BLOCK:
+        raise ModelFormatError(f"{where}: hidden/intermediate sizes incompatible with heads or 4-blocks")
+    if not (isinstance(meta["labels"], list) and len(meta["labels"]) == c["num_labels"] and all(isinstance(x, str) for x in meta["labels"])):
+        raise ModelFormatError(f"{where}: labels {meta['labels']!r} do not match num_labels")
+    if not 2 <= meta["max_len"] <= c["max_position"]:
+        raise ModelFormatError(f"{where}: max_len {meta['max_len']} outside 2..max_position")
+    if meta["normalization"] != NORMALIZATION_VERSION:
+        raise ModelFormatError(f"{where}: normalisation {meta['normalization']!r}, this runtime implements {NORMALIZATION_VERSION!r}")
+    if not isinstance(meta["demojize"], bool):
+        raise ModelFormatError(f"{where}: demojize must be a JSON bool")
+    if meta["quantization"] != QUANTIZATION:
+        raise ModelFormatError(f"{where}: unsupported quantisation scheme {meta['quantization']!r}")
+    sp = meta["sparsity"]
+    if not isinstance(sp, dict) or sp.get("block_shape") != [1, BLOCK]:
+        raise ModelFormatError(f"{where}: sparsity.block_shape must be [1, {BLOCK}] in format v{FORMAT_VERSION}")
+    return meta
+
+
+def _validate_tensors(meta: dict, tensors: dict[str, np.ndarray], where: str) -> None:
+    c = meta["config"]
+    exp = _expected_shapes(c)
+    missing = sorted(set(exp) - set(tensors))
+    extra = sorted(set(tensors) - set(exp))
+    if missing or extra:
+        raise ModelFormatError(f"{where}: tensors missing {missing[:5]} / unexpected {extra[:5]}")
+    for name, (dtype, shape) in exp.items():
+        t = tensors[name]
+        if t.dtype != np.dtype(dtype):
+            raise ModelFormatError(f"{where}: {name} has dtype {t.dtype}, expected {dtype}")
+        if shape is not None and t.shape != shape:
+            raise ModelFormatError(f"{where}: {name} has shape {t.shape}, expected {shape}")
+        if t.dtype.kind == "f" and not np.isfinite(t).all():
+            raise ModelFormatError(f"{where}: {name} contains NaN or infinite values")
+    if (tensors["embeddings.word.scale"] < 0).any():
+        raise ModelFormatError(f"{where}: negative embedding scale")
+    if (tensors["embeddings.word.values"] == -128).any():
+        raise ModelFormatError(f"{where}: embedding value -128 outside the symmetric range")
+    for i in range(c["num_layers"]):
+        for n in LINEAR_NAMES:
+            p = f"layer_{i}.{n}"
+            inn = c["intermediate_size"] if n == "ffn_out" else c["hidden_size"]
+            rp, ci, vals = tensors[p + ".row_ptr"], tensors[p + ".col_idx"], tensors[p + ".values"]
+            nnz = int(rp[-1])
+            if rp[0] != 0 or (np.diff(rp.astype(np.int64)) < 0).any():
+                raise ModelFormatError(f"{where}: {p}.row_ptr is not a non-decreasing sequence from 0")
+            if vals.shape != (nnz, BLOCK) or ci.shape != (nnz,):
+                raise ModelFormatError(f"{where}: {p}: values {vals.shape} / col_idx {ci.shape} do not match row_ptr[-1] = {nnz}")
+            if nnz and int(ci.max()) >= inn // BLOCK:
+                raise ModelFormatError(f"{where}: {p}.col_idx out of range (max {int(ci.max())}, limit {inn // BLOCK - 1})")
+            if (vals == -128).any():
+                raise ModelFormatError(f"{where}: {p}.values contains -128 (symmetric range is [-127, 127])")
+            if (tensors[p + ".scale"] < 0).any():
+                raise ModelFormatError(f"{where}: {p}.scale has negative entries")
+
+
+def save_model(path: str | Path, tensors: dict[str, np.ndarray], *, config: dict, labels: list[str], max_len: int, demojize: bool, sparsity: float) -> Path:
+    """Write ``model.safetensors`` after validating exactly what :func:`load_model` checks."""
+    from safetensors.numpy import save_file
+
+    raw = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "config": json.dumps(config, sort_keys=True),
+        "labels": json.dumps(list(labels)),
+        "max_len": str(int(max_len)),
+        "normalization": NORMALIZATION_VERSION,
+        "demojize": json.dumps(bool(demojize)),
+        "sparsity": json.dumps({"block_shape": [1, BLOCK], "sparsity": float(sparsity)}),
+        "quantization": json.dumps(QUANTIZATION, sort_keys=True),
+    }
+    meta = _decode_meta(raw, str(path))
+    tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    _validate_tensors(meta, tensors, str(path))
+    path = Path(path)
+    if path.is_dir():
+        path = path / WEIGHTS_FILE
+    save_file(tensors, str(path), metadata=raw)
+    return path
+
+
+def load_model(path: str | Path) -> ModelData:
+    """Read and validate a ``model.safetensors`` (or a model directory). Raises :class:`ModelFormatError`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / WEIGHTS_FILE
+    where = str(path)
+    if not path.is_file():
+        raise ModelFormatError(f"{where}: file not found")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ModelFormatError(f"{where}: {size} bytes is more than the {MAX_FILE_BYTES} byte limit")
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "np") as f:
+            meta = _decode_meta(f.metadata(), where)
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except SafetensorError as e:
+        raise ModelFormatError(f"{where}: unreadable safetensors file: {e}") from None
+    except (OSError, ValueError, TypeError) as e:
+        raise ModelFormatError(f"{where}: unreadable safetensors file: {e}") from None
+    _validate_tensors(meta, tensors, where)
+    return ModelData(meta, tensors)

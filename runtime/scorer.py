@@ -1,0 +1,117 @@
+"""``Scorer``: texts in, sentiment probabilities out (negative, neutral, positive)."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import InputError, ModelFormatError
+from .format import load_model
+from .native import NativeModel
+from .text import normalize
+
+__all__ = ["Scorer", "ScorerStats"]
+
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+
+
+class ScorerStats:
+    """Counters since the scorer was created (read them with :meth:`Scorer.stats`)."""
+
+    __slots__ = ("texts", "batches", "truncated", "tokens", "tokenize_s", "native_s")
+
+    def __init__(self) -> None:
+        self.texts = self.batches = self.truncated = self.tokens = 0
+        self.tokenize_s = self.native_s = 0.0
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+class Scorer:
+    """Scores texts with a ``sparsepulse-sparse-int8`` model directory on the CPU.
+
+    ``Scorer(model_dir, threads=N)``; ``score(texts) -> (labels, probs)`` with ``probs`` float32
+    ``(n, 3)`` in the order of ``self.labels`` and ``labels`` the argmax indices (int64).
+    Thread-safe: tokenisation is serialised, the C forward pass runs with the GIL released, so
+    several threads can score at once. Any batch size (split into chunks of ``chunk_size``); any
+    text length (truncated at the model's ``max_len``, counted in ``stats()['truncated']``).
+    """
+
+    def __init__(self, model_dir: str | os.PathLike, threads: int = 0, *, kernel: str = "auto", chunk_size: int = 256):
+        self.model_dir = Path(model_dir)
+        data = load_model(self.model_dir)
+        for f in _TOKENIZER_FILES:
+            if not (self.model_dir / f).is_file():
+                raise ModelFormatError(f"{self.model_dir}: tokenizer file {f} missing")
+        from transformers import BertTokenizerFast
+
+        try:
+            self._tok = BertTokenizerFast.from_pretrained(str(self.model_dir), local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise ModelFormatError(f"{self.model_dir}: cannot load the tokenizer: {e}") from None
+        self._model = NativeModel(data, kernel=kernel)
+        self.labels: tuple[str, ...] = tuple(data.meta["labels"])
+        self.max_len: int = data.meta["max_len"]
+        self.demojize: bool = data.meta["demojize"]
+        self.sparsity = data.encoder_sparsity()
+        self.config = data.config
+        self.threads = int(threads)
+        self.chunk_size = int(chunk_size)
+        if self.chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        self._tok_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self._stats = ScorerStats()
+        self._cls, self._sep = self._tok.cls_token_id, self._tok.sep_token_id
+
+    @property
+    def model_bytes(self) -> int:
+        return (self.model_dir / "model.safetensors").stat().st_size
+
+    def stats(self) -> dict:
+        with self._stats_lock:
+            return self._stats.as_dict()
+
+    def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, int]:
+        """Normalise + tokenise: (ids concatenated int32, lengths int32, number truncated)."""
+        norm = [normalize(t, demojize=self.demojize) for t in texts]
+        with self._tok_lock:
+            enc = self._tok(norm, add_special_tokens=False, truncation=False)["input_ids"]
+        body = self.max_len - 2
+        truncated = sum(1 for e in enc if len(e) > body)
+        lengths = np.fromiter((min(len(e), body) + 2 for e in enc), np.int32, len(enc))
+        ids = np.empty(int(lengths.sum()), np.int32)
+        pos = 0
+        for e, n in zip(enc, lengths):
+            ids[pos] = self._cls
+            ids[pos + 1 : pos + n - 1] = e[: n - 2]
+            ids[pos + n - 1] = self._sep
+            pos += n
+        return ids, lengths, truncated
+
+    def score(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise InputError("score() expects a sequence of str")
+        n = len(texts)
+        probs = np.empty((n, len(self.labels)), np.float32)
+        for s in range(0, n, self.chunk_size):
+            chunk = texts[s : s + self.chunk_size]
+            t0 = time.perf_counter()
+            ids, lengths, truncated = self.encode(chunk)
+            t1 = time.perf_counter()
+            probs[s : s + len(chunk)] = self._model.forward(ids, lengths, self.threads)
+            t2 = time.perf_counter()
+            with self._stats_lock:
+                st = self._stats
+                st.texts += len(chunk)
+                st.batches += 1
+                st.truncated += truncated
+                st.tokens += int(lengths.sum())
+                st.tokenize_s += t1 - t0
+                st.native_s += t2 - t1
+        return probs.argmax(1), probs

@@ -1,0 +1,122 @@
+"""C runtime against the numpy oracle: kernels (random shapes, sparsities, edge cases) and the encoder."""
+import numpy as np
+import pytest
+
+from runtime.errors import ModelFormatError, NativeError
+from runtime.format import load_model, pack_linear, quantize_symmetric, save_model, unpack_linear
+from runtime.native import NativeModel, cpu_has_avx2, linear_forward, quantize_rows
+from runtime.synthetic import TINY_CONFIG, random_tensors
+from runtime.text import NORMALIZATION_VERSION
+
+import np_reference as ref
+
+KERNELS = ["scalar"] + (["avx2"] if cpu_has_avx2() else [])
+#: linear layer: int32 accumulation is exact, float epilogue identical up to rounding
+LINEAR_RTOL = 1e-6
+#: whole model vs the numpy oracle (float32 vs float64 accumulation, approximated exp/erf)
+PROB_ATOL = 2e-4
+
+
+def _sparse_int8(rng, out, inn, sparsity, empty_rows=0):
+    w = rng.integers(-127, 128, size=(out, inn)).astype(np.int8)
+    blocks = w.reshape(out, inn // 4, 4)
+    keep = rng.random((out, inn // 4)) >= sparsity
+    blocks *= keep[..., None].astype(np.int8)
+    if empty_rows:
+        blocks[rng.choice(out, empty_rows, replace=False)] = 0
+    return blocks.reshape(out, inn)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("T,out,inn,sparsity", [(1, 8, 16, 0.5), (16, 32, 64, 0.0), (17, 24, 384, 0.8), (50, 96, 1536, 0.9), (5, 4, 4, 1.0), (33, 40, 128, 0.95)])
+def test_linear_kernel_matches_numpy(kernel, T, out, inn, sparsity):
+    rng = np.random.default_rng(T * 1000 + out)
+    q = _sparse_int8(rng, out, inn, sparsity, empty_rows=min(2, out // 4))
+    vals, col, rp = pack_linear(q)
+    np.testing.assert_array_equal(unpack_linear(vals, col, rp, q.shape), q)
+    scale = rng.uniform(1e-3, 1e-2, out).astype(np.float32)
+    bias = rng.normal(0, 1, out).astype(np.float32)
+    x = rng.normal(0, 1, (T, inn)).astype(np.float32)
+    x[0] = 0  # an all-zero token
+    xq, xs = quantize_rows(x)
+    rq, rs = ref.quantize_rows(x)
+    np.testing.assert_array_equal(xq, rq)
+    np.testing.assert_array_equal(xs, rs)
+    y = linear_forward(vals, col, rp, scale, bias, q.shape, xq, xs, kernel=kernel, threads=2)
+    expect = (xs[:, None].astype(np.float64) * scale[None]) * (xq.astype(np.int64) @ q.astype(np.int64).T) + bias
+    np.testing.assert_allclose(y, expect, rtol=LINEAR_RTOL, atol=1e-6)
+
+
+def test_linear_worst_case_no_saturation():
+    # every weight and activation at ±127: pair sums 2·127·127 = 32258 would overflow a u8×s8 route
+    for sign in (1, -1):
+        q = np.full((8, 1536), 127 * sign, np.int8)
+        vals, col, rp = pack_linear(q)
+        xq = np.full((16, 1536), 127, np.int8)
+        xq[1::2] = -127
+        xs = np.ones(16, np.float32)
+        for kernel in KERNELS:
+            y = linear_forward(vals, col, rp, np.ones(8, np.float32), np.zeros(8, np.float32), q.shape, xq, xs, kernel=kernel)
+            np.testing.assert_array_equal(y[0], np.full(8, sign * 127 * 127 * 1536, np.float32))
+            np.testing.assert_array_equal(y[1], np.full(8, -sign * 127 * 127 * 1536, np.float32))
+
+
+def test_kernels_agree_bitwise():
+    if len(KERNELS) < 2:
+        pytest.skip("no AVX2 on this CPU: only the scalar kernel exists here")
+    rng = np.random.default_rng(7)
+    q = _sparse_int8(rng, 384, 1536, 0.8)
+    vals, col, rp = pack_linear(q)
+    xq, xs = quantize_rows(rng.normal(0, 1, (45, 1536)).astype(np.float32))
+    args = (vals, col, rp, rng.uniform(1e-3, 1e-2, 384).astype(np.float32), rng.normal(0, 1, 384).astype(np.float32), q.shape, xq, xs)
+    np.testing.assert_array_equal(linear_forward(*args, kernel="scalar"), linear_forward(*args, kernel="avx2"))
+
+
+def _tiny_model(tmp_path, sparsity=0.8, seed=0):
+    t = random_tensors(TINY_CONFIG, sparsity=sparsity, seed=seed)
+    save_model(tmp_path, t, config=TINY_CONFIG, labels=["negative", "neutral", "positive"], max_len=TINY_CONFIG["max_position"], demojize=True, sparsity=sparsity)
+    return t
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_encoder_matches_numpy_oracle(kernel, tmp_path):
+    t = _tiny_model(tmp_path)
+    data = load_model(tmp_path)
+    m = NativeModel(data, kernel=kernel)
+    rng = np.random.default_rng(1)
+    lens = [1, 2, 7, 16, 17, 40, 3]  # length-1 and max-length sequences included
+    seqs = [rng.integers(0, TINY_CONFIG["vocab_size"], n) for n in lens]
+    probs = m.forward(np.concatenate(seqs), np.array(lens), threads=2)
+    expect = ref.forward(t, TINY_CONFIG, seqs)
+    np.testing.assert_allclose(probs, expect, atol=PROB_ATOL)
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+    # batching does not change a sequence's result
+    single = m.forward(seqs[3], np.array([lens[3]]), threads=1)
+    np.testing.assert_allclose(single[0], probs[3], atol=1e-6)
+
+
+def test_forward_rejects_bad_inputs(tmp_path):
+    _tiny_model(tmp_path)
+    m = NativeModel(load_model(tmp_path))
+    with pytest.raises(NativeError, match="index out of range"):
+        m.forward(np.array([1, 2, TINY_CONFIG["vocab_size"]]), np.array([3]))
+    with pytest.raises(NativeError, match="length"):
+        m.forward(np.zeros(41, np.int32), np.array([41]))
+    with pytest.raises(ValueError):
+        m.forward(np.zeros(5, np.int32), np.array([3]))
+
+
+def test_model_bytes_and_sparsity(tmp_path):
+    _tiny_model(tmp_path, sparsity=0.8)
+    data = load_model(tmp_path)
+    assert data.encoder_sparsity() == pytest.approx(0.8, abs=0.02)
+    assert NativeModel(data).bytes > 0
+
+
+def test_quantize_symmetric_roundtrip():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(5, 8)).astype(np.float32)
+    w[2] = 0
+    q, s = quantize_symmetric(w)
+    assert s[2] == 0 and (q[2] == 0).all() and np.abs(q).max() == 127
+    np.testing.assert_allclose(q * s[:, None], w, atol=s.max() / 2 + 1e-7)
