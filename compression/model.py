@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import flax.linen as nn
+import numpy as np
 import jax
 import jax.numpy as jnp
 
 __all__ = [
+    "fake_quant_rows",
     "BertConfig",
     "BertClassifier",
     "LINEAR_NAMES",
@@ -27,6 +29,8 @@ __all__ = [
     "masks_like",
 ]
 
+#: fl32(1/127), as in runtime/format.py: scale = max|x| * INV127
+INV127 = np.float32(1.0 / 127.0)
 #: The six encoder linear layers of each transformer layer (pruned by oBERT).
 LINEAR_NAMES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
 #: Output classes, in the order of the classifier rows.
@@ -79,10 +83,27 @@ def _dense_init(std: float = 0.02):
     return nn.initializers.normal(stddev=std)
 
 
+def fake_quant_rows(x: jax.Array) -> jax.Array:
+    """Symmetric INT8 fake quantisation along the last axis, straight-through gradient.
+
+    s = max|x| / 127 per row, q = round_half_even(x / s) in [-127, 127], returns q·s; exactly the
+    scheme of runtime/format.py (weights per output channel, activations per token).
+    """
+    amax = jnp.max(jnp.abs(x), axis=-1, keepdims=True)
+    s = amax * INV127
+    q = jnp.clip(jnp.round(x / jnp.where(s > 0, s, 1.0)), -127, 127) * s
+    return jax.lax.stop_gradient(q) + (x - jax.lax.stop_gradient(x))  # value exactly q·s, gradient 1
+
+
 class _Linear(nn.Module):
-    """y = x @ (weight * mask).T + bias with ``weight: (out, in)``."""
+    """y = x @ (weight * mask).T + bias with ``weight: (out, in)``.
+
+    ``quantize``: INT8 simulation as the C runtime computes it: weights per output channel,
+    inputs per token (dynamic), both symmetric, straight-through estimator.
+    """
 
     features: int
+    quantize: bool = False
 
     @nn.compact
     def __call__(self, x_btc: jax.Array, mask: jax.Array | None = None) -> jax.Array:
@@ -90,11 +111,15 @@ class _Linear(nn.Module):
         b_o = self.param("bias", nn.initializers.zeros, (self.features,))
         if mask is not None:
             w_oc = w_oc * mask
+        if self.quantize:
+            w_oc = fake_quant_rows(w_oc)
+            x_btc = fake_quant_rows(x_btc)
         return jnp.einsum("...c,oc->...o", x_btc, w_oc) + b_o
 
 
 class _Layer(nn.Module):
     cfg: BertConfig
+    quantize: bool = False
 
     @nn.compact
     def __call__(self, h_btc, bias_b11t, masks: Mapping[str, jax.Array] | None, deterministic: bool):
@@ -102,18 +127,18 @@ class _Layer(nn.Module):
         m = masks or {}
         B, T, C = h_btc.shape
         H, D = cfg.num_heads, cfg.head_dim
-        q_bthd = _Linear(C, name="query")(h_btc, m.get("query")).reshape(B, T, H, D)
-        k_bthd = _Linear(C, name="key")(h_btc, m.get("key")).reshape(B, T, H, D)
-        v_bthd = _Linear(C, name="value")(h_btc, m.get("value")).reshape(B, T, H, D)
+        q_bthd = _Linear(C, self.quantize, name="query")(h_btc, m.get("query")).reshape(B, T, H, D)
+        k_bthd = _Linear(C, self.quantize, name="key")(h_btc, m.get("key")).reshape(B, T, H, D)
+        v_bthd = _Linear(C, self.quantize, name="value")(h_btc, m.get("value")).reshape(B, T, H, D)
         scores_bhqk = jnp.einsum("bqhd,bkhd->bhqk", q_bthd, k_bthd) / math.sqrt(D) + bias_b11t
         probs_bhqk = jax.nn.softmax(scores_bhqk, axis=-1)
         probs_bhqk = nn.Dropout(cfg.attention_dropout)(probs_bhqk, deterministic=deterministic)
         ctx_btc = jnp.einsum("bhqk,bkhd->bqhd", probs_bhqk, v_bthd).reshape(B, T, C)
-        a_btc = _Linear(C, name="attn_out")(ctx_btc, m.get("attn_out"))
+        a_btc = _Linear(C, self.quantize, name="attn_out")(ctx_btc, m.get("attn_out"))
         a_btc = nn.Dropout(cfg.hidden_dropout)(a_btc, deterministic=deterministic)
         h_btc = nn.LayerNorm(epsilon=cfg.layer_norm_eps, name="attn_ln")(h_btc + a_btc)
-        f_btf = jax.nn.gelu(_Linear(cfg.intermediate_size, name="ffn_in")(h_btc, m.get("ffn_in")), approximate=False)
-        f_btc = _Linear(C, name="ffn_out")(f_btf, m.get("ffn_out"))
+        f_btf = jax.nn.gelu(_Linear(cfg.intermediate_size, self.quantize, name="ffn_in")(h_btc, m.get("ffn_in")), approximate=False)
+        f_btc = _Linear(C, self.quantize, name="ffn_out")(f_btf, m.get("ffn_out"))
         f_btc = nn.Dropout(cfg.hidden_dropout)(f_btc, deterministic=deterministic)
         return nn.LayerNorm(epsilon=cfg.layer_norm_eps, name="ffn_ln")(h_btc + f_btc)
 
@@ -127,6 +152,7 @@ class BertClassifier(nn.Module):
     """
 
     cfg: BertConfig
+    quantize: bool = False  # INT8 simulation of the runtime (QAT and the reference for C)
 
     @nn.compact
     def __call__(
@@ -142,6 +168,8 @@ class BertClassifier(nn.Module):
         word = self.param("word_embeddings", _dense_init(), (cfg.vocab_size, cfg.hidden_size))
         pos = self.param("position_embeddings", _dense_init(), (cfg.max_position, cfg.hidden_size))
         typ = self.param("token_type_embeddings", _dense_init(), (cfg.type_vocab_size, cfg.hidden_size))
+        if self.quantize:
+            word = fake_quant_rows(word)  # INT8 per row
         h_btc = jnp.take(word, input_ids_bt, axis=0) + pos[None, :T] + typ[0][None, None]
         h_btc = nn.LayerNorm(epsilon=cfg.layer_norm_eps, name="embeddings_ln")(h_btc)
         h_btc = nn.Dropout(cfg.hidden_dropout)(h_btc, deterministic=deterministic)
@@ -149,7 +177,7 @@ class BertClassifier(nn.Module):
         bias_b11t = jnp.where(attention_mask_bt[:, None, None, :] > 0, 0.0, -1e9).astype(h_btc.dtype)
         masks = masks or {}
         for i in range(cfg.num_layers):
-            h_btc = _Layer(cfg, name=f"layer_{i}")(h_btc, bias_b11t, masks.get(f"layer_{i}"), deterministic)
+            h_btc = _Layer(cfg, self.quantize, name=f"layer_{i}")(h_btc, bias_b11t, masks.get(f"layer_{i}"), deterministic)
         pooled_bc = jnp.tanh(_Linear(cfg.hidden_size, name="pooler")(h_btc[:, 0]))
         pooled_bc = nn.Dropout(cfg.hidden_dropout)(pooled_bc, deterministic=deterministic)
         logits_bk = _Linear(cfg.num_labels, name="classifier")(pooled_bc)

@@ -6,7 +6,7 @@
 #include <immintrin.h>
 #endif
 
-/* x: (C) -> q: (C) int8, returns the scale s = max|x| / 127 (0 for an all-zero row).
+/* x: (C) -> q: (C) int8, returns the scale s = max|x| * fl32(1/127) (0 for an all-zero row).
  * q = round-half-even(x / s), the rounding JAX's jnp.round uses. */
 static float quantize_row(const float *x, int32_t C, int8_t *q) {
     float amax = 0.f;
@@ -18,7 +18,7 @@ static float quantize_row(const float *x, int32_t C, int8_t *q) {
         memset(q, 0, (size_t)C);
         return 0.f;
     }
-    float s = amax / 127.f;
+    float s = amax * (1.0f / 127.0f); /* a product, as in runtime/format.py: no division by a constant */
     for (int32_t c = 0; c < C; c++) {
         float v = nearbyintf(x[c] / s);
         v = v > 127.f ? 127.f : (v < -127.f ? -127.f : v);

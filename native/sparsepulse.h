@@ -17,7 +17,7 @@
  *   values:  (nnz_blocks, 4)   int8, symmetric per-output-channel weights, w = values * scale[o]
  *   scale:   (out)             float32
  *   bias:    (out)             float32
- * Activations entering a linear layer are quantised per token (row): s_t = max|x_t| / 127,
+ * Activations entering a linear layer are quantised per token (row): s_t = max|x_t| * fl32(1/127),
  * q = round_half_even(x / s_t) clamped to [-127, 127]; y[t,o] = s_t * scale[o] * Σ q·values + bias[o].
  */
 #ifndef SPARSEPULSE_H

@@ -28,7 +28,9 @@ Tensors:
     layer_{i}.attn_ln.gamma / .beta, layer_{i}.ffn_ln.gamma / .beta f32 (C,)
     pooler.weight f32 (C, C)   pooler.bias f32 (C,)   classifier.weight f32 (K, C)   classifier.bias f32 (K,)
 Quantisation (what training simulates and C computes): weights q = round_half_even(w / s_o),
-s_o = max|w_o| / 127; activations per token t: s_t = max|x_t| / 127, q = round_half_even(x / s_t);
+s_o = max|w_o| · fl32(1/127); activations per token t: s_t = max|x_t| · fl32(1/127),
+q = round_half_even(x / s_t); (a multiplication, not a division by 127: compilers rewrite division by
+a constant into a multiplication by its reciprocal, which would make JAX and C disagree by an ulp);
 y = s_t · s_o · Σ q_x q_w + b.
 """
 from __future__ import annotations
@@ -48,6 +50,7 @@ __all__ = [
     "FORMAT_VERSION",
     "LINEAR_NAMES",
     "BLOCK",
+    "INV127",
     "quantize_symmetric",
     "pack_linear",
     "unpack_linear",
@@ -80,13 +83,15 @@ QUANTIZATION = {
     "rounding": "half-even",
 }
 MAX_FILE_BYTES = 2 << 30
+#: fl32(1/127): the quantisation scale is max|x| * INV127 (see the module docstring)
+INV127 = np.float32(1.0 / 127.0)
 
 
 def quantize_symmetric(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-row symmetric INT8: (q int8 (R, K), scale f32 (R,)); an all-zero row gets scale 0."""
     w = np.asarray(w, np.float32)
     amax = np.abs(w).max(axis=1)
-    scale = (amax / np.float32(127)).astype(np.float32)
+    scale = (amax * INV127).astype(np.float32)
     safe = np.where(scale > 0, scale, np.float32(1))
     q = np.clip(np.rint(w / safe[:, None]), -127, 127).astype(np.int8)
     return q, scale

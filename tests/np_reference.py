@@ -9,7 +9,7 @@ from runtime.format import LINEAR_NAMES, unpack_linear
 def quantize_rows(x):
     x = np.asarray(x, np.float32)
     amax = np.abs(x).max(axis=1)
-    s = (amax / np.float32(127)).astype(np.float32)
+    s = (amax * np.float32(1.0 / 127.0)).astype(np.float32)
     safe = np.where(s > 0, s, np.float32(1))
     q = np.clip(np.rint(x / safe[:, None]), -127, 127).astype(np.int8)
     return q, s

@@ -1,0 +1,75 @@
+"""Export a (masked, float or QAT) model to the runtime's ``sparsepulse-sparse-int8`` directory."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from runtime.format import LINEAR_NAMES, WEIGHTS_FILE, pack_linear, quantize_symmetric, save_model
+from .model import LABELS, BertConfig
+from .weights import base_model_dir
+
+__all__ = ["to_runtime_tensors", "export_runtime_model", "runtime_config"]
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+def runtime_config(cfg: BertConfig) -> dict:
+    return {
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "num_layers": cfg.num_layers,
+        "num_heads": cfg.num_heads,
+        "intermediate_size": cfg.intermediate_size,
+        "max_position": cfg.max_position,
+        "type_vocab_size": cfg.type_vocab_size,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "num_labels": cfg.num_labels,
+    }
+
+
+def to_runtime_tensors(params: dict, cfg: BertConfig, masks: dict | None = None) -> tuple[dict[str, np.ndarray], float]:
+    """Quantise (the scheme of runtime/format.py) and pack; returns tensors and the encoder sparsity."""
+    f32 = lambda a: np.ascontiguousarray(np.asarray(a, np.float32))  # noqa: E731
+    word_q, word_s = quantize_symmetric(f32(params["word_embeddings"]))
+    t: dict[str, np.ndarray] = {
+        "embeddings.word.values": word_q,
+        "embeddings.word.scale": word_s,
+        "embeddings.position": f32(params["position_embeddings"]),
+        "embeddings.token_type": f32(params["token_type_embeddings"]),
+        "embeddings.ln.gamma": f32(params["embeddings_ln"]["scale"]),
+        "embeddings.ln.beta": f32(params["embeddings_ln"]["bias"]),
+        "pooler.weight": f32(params["pooler"]["weight"]),
+        "pooler.bias": f32(params["pooler"]["bias"]),
+        "classifier.weight": f32(params["classifier"]["weight"]),
+        "classifier.bias": f32(params["classifier"]["bias"]),
+    }
+    total = zeros = 0
+    for i in range(cfg.num_layers):
+        lp = params[f"layer_{i}"]
+        for n in LINEAR_NAMES:
+            w = f32(lp[n]["weight"])
+            if masks is not None:
+                w = w * np.asarray(masks[f"layer_{i}"][n], np.float32)
+            q, s = quantize_symmetric(w)
+            vals, col, rp = pack_linear(q)
+            p = f"layer_{i}.{n}"
+            t.update({p + ".values": vals, p + ".col_idx": col, p + ".row_ptr": rp, p + ".scale": s, p + ".bias": f32(lp[n]["bias"])})
+            total += q.size
+            zeros += q.size - int(np.count_nonzero(q))
+        for ln in ("attn_ln", "ffn_ln"):
+            t[f"layer_{i}.{ln}.gamma"] = f32(lp[ln]["scale"])
+            t[f"layer_{i}.{ln}.beta"] = f32(lp[ln]["bias"])
+    return t, zeros / max(total, 1)
+
+
+def export_runtime_model(params: dict, cfg: BertConfig, out_dir: str | Path, *, max_len: int, demojize: bool, masks: dict | None = None) -> Path:
+    """Write ``out_dir/model.safetensors`` and the tokenizer files; returns the weights path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors, sparsity = to_runtime_tensors(params, cfg, masks)
+    path = save_model(out_dir / WEIGHTS_FILE, tensors, config=runtime_config(cfg), labels=list(LABELS), max_len=max_len, demojize=demojize, sparsity=sparsity)
+    for f in TOKENIZER_FILES:
+        shutil.copy2(base_model_dir() / f, out_dir / f)
+    return path
