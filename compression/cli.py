@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("evaluate", help="metrics on validation and the 2017 test set (of run-dir/best.msgpack or --model)")
     _add_common(e, "teacher", run_dir_required=False)
     e.add_argument("--model", default=None, help="an exported teacher directory (e.g. models/teacher) instead of a run")
+    e.add_argument("--no-demojize", action="store_true", help="ablation: keep emoji as they are (they become [UNK]); prints only")
 
     lg = sub.add_parser("logits", help="teacher logits on the whole training pool -> run-dir/pool_logits.npz")
     _add_common(lg, "teacher")
@@ -69,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
 
             if not (args.run_dir or args.model):
                 ap.error("evaluate needs --run-dir or --model")
-            evaluate_run(cfg, args.run_dir, model_dir=args.model)
+            if args.no_demojize:
+                import dataclasses
+
+                cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, demojize=False))
+            evaluate_run(cfg, args.run_dir, model_dir=args.model, write=not args.no_demojize)
         elif args.cmd == "logits":
             from .teacher import pool_logits
 

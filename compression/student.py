@@ -272,7 +272,12 @@ def compare_layer_drops(cfg: StudentConfig, run_dir: str | Path, *, progress: bo
     results = {}
     for keep in cfg.layer_candidates:
         sub = run_dir / ("keep_" + "_".join(map(str, keep)))
-        c = dataclasses.replace(cfg, keep_layers=tuple(keep), name=f"{cfg.name}-keep{''.join(map(str, keep))}")
+        c = dataclasses.replace(
+            cfg,
+            keep_layers=tuple(keep),
+            name=f"{cfg.name}-keep{''.join(map(str, keep))}",
+            optim=dataclasses.replace(cfg.optim, epochs=cfg.layerdrop_epochs),
+        )
         st = train_student(c, sub, resume=True, prepared=prep, progress=progress)
         if st["step"] < st["total_steps"]:
             raise RuntimeError("interrupted")

@@ -46,7 +46,7 @@ def _print_table(metrics: dict) -> None:
         )
 
 
-def evaluate_run(cfg: TeacherConfig, run_dir: str | Path | None, model_dir: str | Path | None = None) -> dict:
+def evaluate_run(cfg: TeacherConfig, run_dir: str | Path | None, model_dir: str | Path | None = None, write: bool = True) -> dict:
     """Macro recall, per-class recall, accuracy and confusion on validation and test.
 
     Evaluates ``run_dir/best.msgpack`` (and writes ``run_dir/metrics.json``) or, with ``model_dir``,
@@ -62,7 +62,7 @@ def evaluate_run(cfg: TeacherConfig, run_dir: str | Path | None, model_dir: str 
         logits = predict_logits(model, params, prep.ids[split], cfg.run.eval_batch_size)
         out[split] = classification_metrics(prep.labels[split], logits.argmax(-1))
         out[split]["truncated"] = prep.truncated[split]
-    if model_dir is None:
+    if model_dir is None and write:
         save_json(Path(run_dir) / "metrics.json", out)
     _print_table(out)
     return out

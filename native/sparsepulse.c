@@ -85,7 +85,7 @@ static sp_status check_linear(const sp_linear *l, int32_t out, int32_t in) {
             if ((int32_t)l->col_idx[b] >= in / SP_BLOCK) return SP_ERR_INDEX;
     }
     for (int32_t o = 0; o < out; o++)
-        if (!(l->scale[o] >= 0.f) || !isfinite(l->scale[o])) return SP_ERR_VALUE;
+        if (!(l->scale[o] > 0.f) || !isfinite(l->scale[o])) return SP_ERR_VALUE;
     if (!finite_all(l->bias, (size_t)out)) return SP_ERR_VALUE;
     for (int64_t i = 0; i < (int64_t)l->nnz_blocks * 4; i++)
         if (l->values[i] == -128) return SP_ERR_VALUE; /* symmetric range is [-127, 127] */
@@ -178,7 +178,7 @@ sp_status sp_model_create(const sp_config *cfg, const sp_weights *w, sp_kernel k
             return st;
     }
     for (int32_t v = 0; v < V; v++)
-        if (!(w->word_scale[v] >= 0.f) || !isfinite(w->word_scale[v])) return SP_ERR_VALUE;
+        if (!(w->word_scale[v] > 0.f) || !isfinite(w->word_scale[v])) return SP_ERR_VALUE;
 
     sp_model *m = calloc(1, sizeof *m);
     if (!m) return SP_ERR_NOMEM;

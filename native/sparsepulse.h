@@ -15,7 +15,7 @@
  *   row_ptr: (out + 1)         int32, blocks of row o are row_ptr[o] .. row_ptr[o+1]-1
  *   col_idx: (nnz_blocks)      uint16, block column: inputs 4*col .. 4*col+3
  *   values:  (nnz_blocks, 4)   int8, symmetric per-output-channel weights, w = values * scale[o]
- *   scale:   (out)             float32
+ *   scale:   (out)             float32, > 0
  *   bias:    (out)             float32
  * Activations entering a linear layer are quantised per token (row): s_t = max|x_t| * fl32(1/127),
  * q = round_half_even(x / s_t) clamped to [-127, 127]; y[t,o] = s_t * scale[o] * Σ q·values + bias[o].

@@ -22,7 +22,7 @@ Tensors:
     embeddings.ln.gamma / .beta f32 (C,)
     layer_{i}.{query,key,value,attn_out,ffn_in,ffn_out}:
         .values int8 (nnz, 4)   .col_idx uint16 (nnz,)   .row_ptr int32 (out + 1,)
-        .scale f32 (out,)       .bias f32 (out,)
+        .scale f32 (out,) > 0   .bias f32 (out,)
       4-block CSR: the blocks of output row o are row_ptr[o] .. row_ptr[o+1]-1, block b covers
       inputs 4*col_idx[b] .. +3; weight = values * scale[o]. Values lie in [-127, 127].
     layer_{i}.attn_ln.gamma / .beta, layer_{i}.ffn_ln.gamma / .beta f32 (C,)
@@ -88,12 +88,14 @@ INV127 = np.float32(1.0 / 127.0)
 
 
 def quantize_symmetric(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row symmetric INT8: (q int8 (R, K), scale f32 (R,)); an all-zero row gets scale 0."""
+    """Per-row symmetric INT8: (q int8 (R, K), scale f32 (R,)).
+
+    An all-zero row (a fully pruned output channel) gets q = 0 and scale 1: scales are always > 0."""
     w = np.asarray(w, np.float32)
     amax = np.abs(w).max(axis=1)
     scale = (amax * INV127).astype(np.float32)
-    safe = np.where(scale > 0, scale, np.float32(1))
-    q = np.clip(np.rint(w / safe[:, None]), -127, 127).astype(np.int8)
+    scale = np.where(scale > 0, scale, np.float32(1)).astype(np.float32)
+    q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
     return q, scale
 
 
@@ -233,8 +235,8 @@ def _validate_tensors(meta: dict, tensors: dict[str, np.ndarray], where: str) ->
             raise ModelFormatError(f"{where}: {name} has shape {t.shape}, expected {shape}")
         if t.dtype.kind == "f" and not np.isfinite(t).all():
             raise ModelFormatError(f"{where}: {name} contains NaN or infinite values")
-    if (tensors["embeddings.word.scale"] < 0).any():
-        raise ModelFormatError(f"{where}: negative embedding scale")
+    if (tensors["embeddings.word.scale"] <= 0).any():
+        raise ModelFormatError(f"{where}: embeddings.word.scale has zero or negative entries")
     if (tensors["embeddings.word.values"] == -128).any():
         raise ModelFormatError(f"{where}: embedding value -128 outside the symmetric range")
     for i in range(c["num_layers"]):
@@ -251,8 +253,8 @@ def _validate_tensors(meta: dict, tensors: dict[str, np.ndarray], where: str) ->
                 raise ModelFormatError(f"{where}: {p}.col_idx out of range (max {int(ci.max())}, limit {inn // BLOCK - 1})")
             if (vals == -128).any():
                 raise ModelFormatError(f"{where}: {p}.values contains -128 (symmetric range is [-127, 127])")
-            if (tensors[p + ".scale"] < 0).any():
-                raise ModelFormatError(f"{where}: {p}.scale has negative entries")
+            if (tensors[p + ".scale"] <= 0).any():
+                raise ModelFormatError(f"{where}: {p}.scale has zero or negative entries")
 
 
 def save_model(path: str | Path, tensors: dict[str, np.ndarray], *, config: dict, labels: list[str], max_len: int, demojize: bool, sparsity: float) -> Path:

@@ -76,6 +76,8 @@ def _mutate(name, fn):
         ("layer_0.query.row_ptr", lambda a: a[::-1].copy(), "row_ptr"),
         ("layer_1.ffn_out.scale", lambda a: np.where(np.arange(a.size) == 3, np.nan, a).astype(np.float32), "NaN"),
         ("layer_0.key.scale", lambda a: -a, "negative"),
+        ("layer_0.attn_out.scale", lambda a: np.zeros_like(a), "zero"),
+        ("embeddings.word.scale", lambda a: np.zeros_like(a), "zero"),
         ("layer_0.value.values", lambda a: np.full_like(a, -128), "-128"),
         ("layer_0.ffn_in.values", lambda a: a[:-1], "do not match"),
         ("embeddings.position", lambda a: a[:, :-1], "shape"),

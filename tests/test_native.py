@@ -118,5 +118,5 @@ def test_quantize_symmetric_roundtrip():
     w = rng.normal(size=(5, 8)).astype(np.float32)
     w[2] = 0
     q, s = quantize_symmetric(w)
-    assert s[2] == 0 and (q[2] == 0).all() and np.abs(q).max() == 127
+    assert s[2] == 1 and (q[2] == 0).all() and np.abs(q).max() == 127 and (s > 0).all()
     np.testing.assert_allclose(q * s[:, None], w, atol=s.max() / 2 + 1e-7)

@@ -101,6 +101,7 @@ class StudentConfig:
     init: str = "teacher"  # "teacher" or a path to a student run dir (its final.msgpack)
     keep_layers: tuple | None = None  # layer dropping: teacher layers kept, in order; None = all
     layer_candidates: tuple = ()  # for `layerdrop`: keep-sets compared on validation
+    layerdrop_epochs: float = 1.0  # distillation budget of each candidate in the comparison
     data: DataConfig = DataConfig()
     kd: KDConfig = KDConfig()
     prune: PruneConfig = PruneConfig()
