@@ -12,3 +12,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def fixtures() -> Path:
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def synthetic_model_dir(tmp_path_factory) -> Path:
+    """A model directory in the runtime format: random small encoder, the real tokenizer (max_len 16)."""
+    import shutil
+
+    from compression.export import TOKENIZER_FILES
+    from compression.weights import base_model_dir
+    from runtime.format import save_model
+    from runtime.synthetic import MINILM_CONFIG, random_tensors
+
+    d = tmp_path_factory.mktemp("synthetic_model")
+    cfg = {**MINILM_CONFIG, "num_layers": 1, "hidden_size": 32, "num_heads": 4, "intermediate_size": 64, "max_position": 64}
+    save_model(d, random_tensors(cfg, 0.8, seed=3), config=cfg, labels=["negative", "neutral", "positive"], max_len=16, demojize=True, sparsity=0.8)
+    for f in TOKENIZER_FILES:
+        shutil.copy2(base_model_dir() / f, d / f)
+    return d

@@ -1,26 +1,13 @@
-import shutil
 import threading
 
 import numpy as np
 import pytest
 
-from compression.weights import base_model_dir
 from runtime import InputError, ModelFormatError, Scorer
-from runtime.format import save_model
-from runtime.synthetic import MINILM_CONFIG, random_tensors
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
-
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """Random weights with the real tokenizer and a small encoder (vocabulary must match)."""
-    d = tmp_path_factory.mktemp("model")
-    cfg = {**MINILM_CONFIG, "num_layers": 1, "hidden_size": 32, "num_heads": 4, "intermediate_size": 64, "max_position": 64}
-    save_model(d, random_tensors(cfg, 0.8, seed=3), config=cfg, labels=["negative", "neutral", "positive"], max_len=16, demojize=True, sparsity=0.8)
-    for f in TOKENIZER_FILES:
-        shutil.copy2(base_model_dir() / f, d / f)
-    return d
+def model_dir(synthetic_model_dir):
+    return synthetic_model_dir
 
 
 def test_score_shapes_truncation_and_stats(model_dir):

@@ -1,0 +1,159 @@
+"""``python -m stream``: replay recorded posts into the store, manage topics, retention."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+__all__ = ["main", "DEFAULT_DB", "default_model_dir"]
+
+DEFAULT_DB = "data/sparsepulse.db"
+_MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+def default_model_dir() -> Path:
+    """The preferred shipped model that exists (smallest first), else an error."""
+    for name in ("sparsepulse-3l-80-4b-int8", "sparsepulse-6l-80-4b-int8", "sparsepulse-6l-dense-int8"):
+        if (_MODELS / name / "model.safetensors").is_file():
+            return _MODELS / name
+    raise FileNotFoundError(f"no shipped model under {_MODELS}; pass --model DIR")
+
+
+def _parse_topic(spec: str):
+    from .tracker import Topic
+
+    if "=" not in spec:
+        raise argparse.ArgumentTypeError(f"--topic {spec!r}: expected NAME=term,term,...")
+    name, terms = spec.split("=", 1)
+    return Topic.parse(name, terms)
+
+
+def _parse_map(spec: str) -> dict[str, str]:
+    out = {}
+    for part in spec.split(","):
+        if "=" not in part:
+            raise argparse.ArgumentTypeError(f"--csv-map {spec!r}: expected field=column,...")
+        k, v = part.split("=", 1)
+        if k.strip() not in ("id", "text", "time", "author", "lang"):
+            raise argparse.ArgumentTypeError(f"--csv-map: unknown field {k!r}")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _cmd_replay(args) -> int:
+    from runtime import Scorer
+
+    from .pipeline import Pipeline
+    from .replay import ReplaySource
+    from .store import Store
+    from .tracker import Tracker
+
+    store = Store(args.db)
+    for t in args.topic or []:
+        store.save_topic(t)
+    if not store.topics():
+        print("error: no topics: add some with --topic NAME=term,term (they are kept in the store)", file=sys.stderr)
+        return 2
+    src = ReplaySource(args.file, fmt=args.format, csv_map=args.csv_map, speed=args.speed)
+    model_dir = Path(args.model) if args.model else default_model_dir()
+    scorer = Scorer(model_dir, threads=args.threads)
+    pipe = Pipeline(src, scorer, store, model_name=model_dir.name, batch_size=args.batch_size, max_wait_s=args.max_wait_ms / 1000)
+    signal.signal(signal.SIGTERM, lambda *_: pipe.stop.set())
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(desc=f"replay {src.name} [{src.fmt}]", unit=" items", dynamic_ncols=True, mininterval=1.0)
+
+        def on_batch(st):
+            bar.n = st.items
+            bar.set_postfix(stored=st.stored, skipped=sum(st.skipped.values()), q=st.queue_depth, refresh=False)
+            bar.refresh()
+
+        pipe.on_batch = on_batch
+    try:
+        st = pipe.run()
+    except KeyboardInterrupt:
+        pipe.stop.set()
+        st = pipe.stats
+    if bar is not None:
+        bar.close()
+    d = st.as_dict()
+    print(f"items {d['items']}  posts {d['posts']}  matched {d['matched']}  stored new {d['stored']}  unmatched {d['unmatched']}")
+    print("skipped: " + (", ".join(f"{k}={v}" for k, v in sorted(d["skipped"].items())) or "none"))
+    if d["error"]:
+        print(f"error: {d['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_topics(args) -> int:
+    from .store import Store
+    from .tracker import Topic
+
+    store = Store(args.db)
+    if args.action == "list":
+        for t in store.topics():
+            print(f"{t.name}: {t.spec()}")
+    elif args.action == "add":
+        store.save_topic(Topic.parse(args.name, args.terms))
+    elif args.action == "rm":
+        if not store.delete_topic(args.name):
+            print(f"error: no topic {args.name!r}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def _cmd_retain(args) -> int:
+    from .store import Store
+
+    n = Store(args.db).retain(args.days)
+    print(f"deleted {n} posts older than {args.days} days before the newest; vacuumed")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stream", description="SparsePulse stream: ingest posts, match topics, score, store.")
+    ap.add_argument("--db", default=os.environ.get("SPARSEPULSE_DB", DEFAULT_DB), help="SQLite store (default: %(default)s)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("replay", help="replay a recorded file (twarc2, v2, v1.1, CSV, SemEval TSV; .gz ok)", description="Replay a recorded file into the store. Resumes where the last run stopped.")
+    r.add_argument("file")
+    r.add_argument("--topic", action="append", type=_parse_topic, metavar="NAME=TERMS", help='topic to track (saved in the store): NAME=word,"a phrase",#tag,$cash,@user,-exclusion')
+    r.add_argument("--speed", type=float, default=0.0, help="real time x SPEED following the posts' timestamps (0 = as fast as possible; 1440 = a day per minute)")
+    r.add_argument("--format", default=None, help="override format detection: twarc2, twarc2-flat, v2, v1, csv, semeval")
+    r.add_argument("--csv-map", type=_parse_map, default=None, metavar="FIELD=COL,...", help="CSV columns for id, text, time, author, lang")
+    r.add_argument("--model", default=None, help="model directory (default: the smallest shipped model)")
+    r.add_argument("--threads", type=int, default=0, help="scoring threads (0 = all cores)")
+    r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--max-wait-ms", type=float, default=200.0, help="close a micro-batch after this long")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    t = sub.add_parser("topics", help="list, add or remove tracked topics")
+    tsub = t.add_subparsers(dest="action", required=True)
+    tsub.add_parser("list")
+    ta = tsub.add_parser("add", help='add or replace: topics add NAME "term, #tag, -exclusion"')
+    ta.add_argument("name")
+    ta.add_argument("terms")
+    tr = tsub.add_parser("rm")
+    tr.add_argument("name")
+
+    rt = sub.add_parser("retain", help="delete posts older than N days before the newest, then VACUUM")
+    rt.add_argument("--days", type=float, required=True)
+
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    from .formats import UnknownFormat
+    from .store import StoreError
+    from .tracker import TopicError
+    from runtime.errors import SparsePulseError
+
+    try:
+        return {"replay": _cmd_replay, "topics": _cmd_topics, "retain": _cmd_retain}[args.cmd](args)
+    except (UnknownFormat, StoreError, TopicError, SparsePulseError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

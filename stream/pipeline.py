@@ -1,0 +1,190 @@
+"""Source -> bounded queue -> micro-batches -> Tracker -> Scorer -> Store (one transaction per batch)."""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable, Iterator, Protocol, Sequence
+
+from .post import Post, Skip
+from .store import Store
+from .tracker import Tracker
+
+__all__ = ["Pipeline", "PipelineStats", "ScorerLike", "SourceLike"]
+
+log = logging.getLogger("sparsepulse.stream")
+_END = object()
+
+
+class ScorerLike(Protocol):
+    def score(self, texts: Sequence[str]) -> tuple[Any, Any]: ...
+
+
+class SourceLike(Protocol):
+    key: str
+    name: str
+
+    def items(self, start_after: int = 0, stop: threading.Event | None = None) -> Iterator[tuple[int, Post | Skip]]: ...
+
+
+@dataclasses.dataclass
+class PipelineStats:
+    items: int = 0
+    posts: int = 0  # well-formed posts seen
+    matched: int = 0
+    stored: int = 0  # new rows (re-delivered posts are not counted twice)
+    unmatched: int = 0
+    batches: int = 0
+    skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    batch_latency_s: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=200))
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    queue_depth: int = 0
+    finished: bool = False
+    error: str | None = None
+
+    def as_dict(self) -> dict:
+        el = max(time.monotonic() - self.started, 1e-9)
+        lat = sorted(self.batch_latency_s)
+        return {
+            "items": self.items,
+            "posts": self.posts,
+            "matched": self.matched,
+            "stored": self.stored,
+            "unmatched": self.unmatched,
+            "batches": self.batches,
+            "skipped": dict(self.skipped),
+            "posts_per_s": self.posts / el,
+            "p50_batch_latency_ms": 1e3 * lat[len(lat) // 2] if lat else None,
+            "queue_depth": self.queue_depth,
+            "finished": self.finished,
+            "error": self.error,
+        }
+
+
+class Pipeline:
+    """Runs one source into the store. ``run()`` blocks until the source ends or ``stop`` is set.
+
+    Crash safety: the offset of the last item of a batch is written in the batch's transaction;
+    items between batches that stored nothing (unmatched, skipped) advance the offset in their own
+    small transaction at the end of each batch window. A restart resumes after the stored offset.
+    Topics are read from the store (and re-read when they change) unless a fixed ``tracker`` is given.
+    """
+
+    def __init__(
+        self,
+        source: SourceLike,
+        scorer: ScorerLike,
+        store: Store,
+        *,
+        model_name: str,
+        tracker: Tracker | None = None,
+        batch_size: int = 64,
+        max_wait_s: float = 0.2,
+        queue_size: int = 1024,
+        topic_poll_s: float = 1.0,
+        on_batch: Callable[[PipelineStats], None] | None = None,
+    ):
+        if batch_size <= 0 or queue_size <= 0 or max_wait_s <= 0:
+            raise ValueError("batch_size, queue_size and max_wait_s must be positive")
+        self.source, self.scorer, self.store = source, scorer, store
+        self.model_name = model_name
+        self._fixed_tracker = tracker is not None
+        self.tracker = tracker or Tracker(store.topics())
+        self._topics_version = None if self._fixed_tracker else store.topics_version()
+        self.batch_size, self.max_wait_s, self.topic_poll_s = batch_size, max_wait_s, topic_poll_s
+        self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.stats = PipelineStats()
+        self.on_batch = on_batch
+        self.stop = threading.Event()
+
+    def _produce(self, start_after: int) -> None:
+        try:
+            for item in self.source.items(start_after=start_after, stop=self.stop):
+                while not self.stop.is_set():
+                    try:
+                        self.queue.put(item, timeout=0.1)  # blocks when full: backpressure
+                        break
+                    except queue.Full:
+                        continue
+                if self.stop.is_set():
+                    break
+        except Exception as e:  # a source failure ends the run with a message, never silently
+            log.exception("source %s failed", self.source.name)
+            self.stats.error = f"source failed: {e}"
+        finally:
+            self.queue.put(_END)
+
+    def _refresh_topics(self, last: list[float]) -> None:
+        if self._fixed_tracker or time.monotonic() - last[0] < self.topic_poll_s:
+            return
+        last[0] = time.monotonic()
+        v = self.store.topics_version()
+        if v != self._topics_version:
+            self.tracker.set_topics(self.store.topics())
+            self._topics_version = v
+            log.info("topics changed: %s", [t.name for t in self.tracker.topics])
+
+    def run(self) -> PipelineStats:
+        start_after, _ = self.store.offset(self.source.key)
+        producer = threading.Thread(target=self._produce, args=(start_after,), name="source", daemon=True)
+        producer.start()
+        st = self.stats
+        last_poll = [time.monotonic()]
+        done = False
+        last_offset = start_after
+        while not done:
+            posts: list[Post] = []
+            topics: list[list[str]] = []
+            skips: collections.Counter = collections.Counter()
+            deadline = None
+            while len(posts) < self.batch_size:
+                timeout = 0.1 if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    item = self.queue.get(timeout=timeout)
+                except queue.Empty:
+                    if deadline is not None or self.stop.is_set():
+                        break
+                    self._refresh_topics(last_poll)
+                    continue
+                if item is _END:
+                    done = True
+                    break
+                offset, obj = item
+                last_offset = offset
+                st.items += 1
+                if deadline is None:
+                    deadline = time.monotonic() + self.max_wait_s
+                if isinstance(obj, Skip):
+                    skips[obj.reason] += 1
+                    continue
+                st.posts += 1
+                names = self.tracker.match(obj.text)
+                if names:
+                    posts.append(obj)
+                    topics.append(names)
+                else:
+                    st.unmatched += 1
+            st.queue_depth = self.queue.qsize()
+            t0 = time.perf_counter()
+            if posts:
+                labels, probs = self.scorer.score([p.text for p in posts])
+                st.stored += self.store.write_batch(posts, labels, probs, topics, self.model_name, source_key=self.source.key, offset=last_offset, skips=dict(skips))
+                st.matched += len(posts)
+                st.batches += 1
+                st.batch_latency_s.append(time.perf_counter() - t0)
+            elif last_offset != start_after:
+                self.store.commit_offset(self.source.key, last_offset, skips=dict(skips))
+            start_after = last_offset
+            st.skipped.update(skips)
+            self._refresh_topics(last_poll)
+            if self.on_batch is not None:
+                self.on_batch(st)
+            if self.stop.is_set():
+                break
+        self.stop.set()
+        producer.join(timeout=5)
+        st.finished = True
+        return st

@@ -1,0 +1,313 @@
+"""SQLite store (WAL): posts, scores, topic matches, topics, source offsets, skip counts.
+
+The pipeline writes one transaction per micro-batch, including the source offset, so a crash
+(even ``kill -9``) and a restart store every post exactly once. Inserts are idempotent (posts are
+keyed by their source-scoped id). Aggregates come from SQL over the store.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from .post import Post
+from .tracker import Topic
+
+__all__ = ["Store", "SCHEMA_VERSION", "StoreError"]
+
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE posts (
+        id TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        author TEXT,
+        lang TEXT,
+        ingested_ms INTEGER NOT NULL
+    );
+    CREATE TABLE scores (
+        post_id TEXT PRIMARY KEY REFERENCES posts(id) ON DELETE CASCADE,
+        model TEXT NOT NULL,
+        label INTEGER NOT NULL,
+        p_neg REAL NOT NULL, p_neu REAL NOT NULL, p_pos REAL NOT NULL,
+        polarity REAL NOT NULL
+    );
+    CREATE TABLE matches (
+        topic TEXT NOT NULL,
+        post_id TEXT NOT NULL REFERENCES posts(id) ON DELETE CASCADE,
+        created_ms INTEGER NOT NULL,
+        PRIMARY KEY (topic, post_id)
+    );
+    CREATE INDEX matches_topic_time ON matches(topic, created_ms);
+    CREATE INDEX posts_time ON posts(created_ms);
+    CREATE TABLE topics (
+        name TEXT PRIMARY KEY,
+        terms TEXT NOT NULL,
+        exclusions TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );
+    CREATE TABLE offsets (
+        source_key TEXT PRIMARY KEY,
+        offset INTEGER NOT NULL,
+        cursor TEXT,
+        updated_ms INTEGER NOT NULL
+    );
+    CREATE TABLE skips (
+        source_key TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (source_key, reason)
+    );
+    """,
+}
+
+
+class StoreError(RuntimeError):
+    """The database is unusable (newer schema, corrupt file)."""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Store:
+    """One SQLite database. Safe to use from several threads (one connection per thread)."""
+
+    def __init__(self, path: str | Path, *, readonly: bool = False):
+        self.path = Path(path)
+        self.readonly = readonly
+        self._local = threading.local()
+        if not readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._migrate()
+
+    # ------------------------------------------------------------------ connections
+    def _connect(self) -> sqlite3.Connection:
+        if self.readonly:
+            con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None)
+        else:
+            con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+        con.execute("PRAGMA foreign_keys=ON")
+        con.execute("PRAGMA busy_timeout=30000")
+        return con
+
+    @property
+    def con(self) -> sqlite3.Connection:
+        c = getattr(self._local, "con", None)
+        if c is None:
+            try:
+                c = self._local.con = self._connect()
+            except sqlite3.Error as e:
+                raise StoreError(f"{self.path}: cannot open database: {e}") from None
+        return c
+
+    def close(self) -> None:
+        c = getattr(self._local, "con", None)
+        if c is not None:
+            c.close()
+            self._local.con = None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        c = self.con
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield c
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        else:
+            c.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        try:
+            with self.transaction() as c:
+                c.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                version = int(row[0]) if row else 0
+                if version > SCHEMA_VERSION:
+                    raise StoreError(f"{self.path}: schema version {version} is newer than this program ({SCHEMA_VERSION})")
+                for v in range(version + 1, SCHEMA_VERSION + 1):
+                    for stmt in _MIGRATIONS[v].split(";"):
+                        if stmt.strip():
+                            c.execute(stmt)
+                    c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(v),))
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path}: not a usable SparsePulse database: {e}") from None
+
+    def schema_version(self) -> int:
+        row = self.con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    # ------------------------------------------------------------------ writes
+    def write_batch(
+        self,
+        posts: Sequence[Post],
+        labels: Sequence[int],
+        probs: Sequence[Sequence[float]],
+        topics: Sequence[Sequence[str]],
+        model: str,
+        *,
+        source_key: str | None = None,
+        offset: int | None = None,
+        cursor: str | None = None,
+        skips: dict[str, int] | None = None,
+    ) -> int:
+        """Store a scored micro-batch, its topic matches, the source offset and skip counts in one
+        transaction. Returns the number of posts that were new."""
+        now = _now_ms()
+        with self.transaction() as c:
+            before = c.total_changes
+            c.executemany(
+                "INSERT OR IGNORE INTO posts(id, source, created_ms, text, author, lang, ingested_ms) VALUES (?,?,?,?,?,?,?)",
+                [(p.id, p.source, p.created_ms, p.text, p.author, p.lang, now) for p in posts],
+            )
+            new = c.total_changes - before
+            c.executemany(
+                "INSERT OR IGNORE INTO scores(post_id, model, label, p_neg, p_neu, p_pos, polarity) VALUES (?,?,?,?,?,?,?)",
+                [(p.id, model, int(l), float(pr[0]), float(pr[1]), float(pr[2]), float(pr[2]) - float(pr[0])) for p, l, pr in zip(posts, labels, probs)],
+            )
+            c.executemany(
+                "INSERT OR IGNORE INTO matches(topic, post_id, created_ms) VALUES (?,?,?)",
+                [(t, p.id, p.created_ms) for p, ts in zip(posts, topics) for t in ts],
+            )
+            if source_key is not None and offset is not None:
+                self._set_offset(c, source_key, offset, cursor, now)
+            if source_key is not None and skips:
+                self._add_skips(c, source_key, skips)
+        return new
+
+    @staticmethod
+    def _set_offset(c, key: str, offset: int, cursor: str | None, now: int) -> None:
+        c.execute(
+            "INSERT INTO offsets(source_key, offset, cursor, updated_ms) VALUES (?,?,?,?) "
+            "ON CONFLICT(source_key) DO UPDATE SET offset=excluded.offset, cursor=excluded.cursor, updated_ms=excluded.updated_ms",
+            (key, int(offset), cursor, now),
+        )
+
+    @staticmethod
+    def _add_skips(c, key: str, skips: dict[str, int]) -> None:
+        c.executemany(
+            "INSERT INTO skips(source_key, reason, count) VALUES (?,?,?) ON CONFLICT(source_key, reason) DO UPDATE SET count = count + excluded.count",
+            [(key, r, int(n)) for r, n in skips.items() if n],
+        )
+
+    def commit_offset(self, source_key: str, offset: int, cursor: str | None = None, skips: dict[str, int] | None = None) -> None:
+        """Advance a source's offset without posts (a stretch of unmatched or skipped items)."""
+        with self.transaction() as c:
+            self._set_offset(c, source_key, offset, cursor, _now_ms())
+            if skips:
+                self._add_skips(c, source_key, skips)
+
+    # ------------------------------------------------------------------ topics
+    def save_topic(self, topic: Topic) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO topics(name, terms, exclusions, updated_ms) VALUES (?,?,?,?) "
+                "ON CONFLICT(name) DO UPDATE SET terms=excluded.terms, exclusions=excluded.exclusions, updated_ms=excluded.updated_ms",
+                (topic.name, json.dumps(list(topic.terms)), json.dumps(list(topic.exclusions)), _now_ms()),
+            )
+
+    def delete_topic(self, name: str) -> bool:
+        with self.transaction() as c:
+            n = c.execute("DELETE FROM topics WHERE name=?", (name,)).rowcount
+        return n > 0
+
+    def topics(self) -> list[Topic]:
+        rows = self.con.execute("SELECT name, terms, exclusions FROM topics ORDER BY name").fetchall()
+        return [Topic(n, tuple(json.loads(t)), tuple(json.loads(e))) for n, t, e in rows]
+
+    def topics_version(self) -> int:
+        """Changes whenever topics are added, edited or removed (cheap polling by the pipeline)."""
+        row = self.con.execute("SELECT COUNT(*), COALESCE(MAX(updated_ms), 0), COALESCE(SUM(LENGTH(terms) + LENGTH(exclusions)), 0) FROM topics").fetchone()
+        return hash(tuple(row))
+
+    # ------------------------------------------------------------------ reads
+    def offset(self, source_key: str) -> tuple[int, str | None]:
+        row = self.con.execute("SELECT offset, cursor FROM offsets WHERE source_key=?", (source_key,)).fetchone()
+        return (int(row[0]), row[1]) if row else (0, None)
+
+    def skip_counts(self, source_key: str | None = None) -> dict[str, int]:
+        q = "SELECT reason, SUM(count) FROM skips" + (" WHERE source_key=?" if source_key else "") + " GROUP BY reason"
+        return {r: int(n) for r, n in self.con.execute(q, (source_key,) if source_key else ()).fetchall()}
+
+    def count_posts(self) -> int:
+        return int(self.con.execute("SELECT COUNT(*) FROM posts").fetchone()[0])
+
+    def time_range(self, topics: Sequence[str] | None = None) -> tuple[int, int] | None:
+        q = "SELECT MIN(created_ms), MAX(created_ms) FROM matches"
+        args: tuple = ()
+        if topics:
+            q += f" WHERE topic IN ({','.join('?' * len(topics))})"
+            args = tuple(topics)
+        row = self.con.execute(q, args).fetchone()
+        return None if row[0] is None else (int(row[0]), int(row[1]))
+
+    def aggregates(self, topics: Sequence[str], bucket_ms: int, start_ms: int | None = None, end_ms: int | None = None) -> list[dict]:
+        """Per topic and time bucket: volume, counts per class, mean polarity."""
+        if bucket_ms <= 0:
+            raise ValueError("bucket_ms must be positive")
+        if not topics:
+            return []
+        where = [f"m.topic IN ({','.join('?' * len(topics))})"]
+        args: list = [*topics]
+        if start_ms is not None:
+            where.append("m.created_ms >= ?")
+            args.append(int(start_ms))
+        if end_ms is not None:
+            where.append("m.created_ms < ?")
+            args.append(int(end_ms))
+        q = f"""
+            SELECT m.topic, (m.created_ms / ?) * ? AS bucket, COUNT(*) AS volume,
+                   SUM(s.label = 0), SUM(s.label = 1), SUM(s.label = 2), AVG(s.polarity)
+            FROM matches m JOIN scores s ON s.post_id = m.post_id
+            WHERE {' AND '.join(where)}
+            GROUP BY m.topic, bucket ORDER BY m.topic, bucket"""
+        rows = self.con.execute(q, [int(bucket_ms), int(bucket_ms), *args]).fetchall()
+        return [
+            {"topic": t, "bucket_ms": int(b), "volume": int(v), "negative": int(n0), "neutral": int(n1), "positive": int(n2), "polarity": float(p)}
+            for t, b, v, n0, n1, n2, p in rows
+        ]
+
+    def posts(self, topics: Sequence[str], start_ms: int | None = None, end_ms: int | None = None, order: str = "recent", limit: int = 50) -> list[dict]:
+        """Posts of the topics in a window: ``order`` = recent | positive | negative."""
+        order_sql = {"recent": "p.created_ms DESC", "positive": "s.polarity DESC, p.created_ms DESC", "negative": "s.polarity ASC, p.created_ms DESC"}[order]
+        if not topics:
+            return []
+        where = [f"m.topic IN ({','.join('?' * len(topics))})"]
+        args: list = [*topics]
+        if start_ms is not None:
+            where.append("m.created_ms >= ?")
+            args.append(int(start_ms))
+        if end_ms is not None:
+            where.append("m.created_ms < ?")
+            args.append(int(end_ms))
+        q = f"""
+            SELECT p.id, p.created_ms, p.text, p.author, s.label, s.p_neg, s.p_neu, s.p_pos, s.polarity, group_concat(m.topic, ',')
+            FROM matches m JOIN posts p ON p.id = m.post_id JOIN scores s ON s.post_id = p.id
+            WHERE {' AND '.join(where)}
+            GROUP BY p.id ORDER BY {order_sql} LIMIT ?"""
+        rows = self.con.execute(q, [*args, int(limit)]).fetchall()
+        keys = ("id", "created_ms", "text", "author", "label", "p_neg", "p_neu", "p_pos", "polarity", "topics")
+        return [dict(zip(keys, r)) for r in rows]
+
+    # ------------------------------------------------------------------ maintenance
+    def retain(self, keep_days: float) -> int:
+        """Delete posts older than ``keep_days`` before the newest post, then VACUUM. Returns deleted posts."""
+        row = self.con.execute("SELECT MAX(created_ms) FROM posts").fetchone()
+        if row[0] is None:
+            return 0
+        cutoff = int(row[0] - keep_days * 86_400_000)
+        with self.transaction() as c:
+            n = c.execute("DELETE FROM posts WHERE created_ms < ?", (cutoff,)).rowcount
+        self.con.execute("VACUUM")
+        return n
