@@ -44,13 +44,12 @@ def _parse_map(spec: str) -> dict[str, str]:
     return out
 
 
-def _cmd_replay(args) -> int:
+def _run(args, make_source) -> int:
+    """Common to all sources: topics, model, pipeline, progress, summary."""
     from runtime import Scorer
 
     from .pipeline import Pipeline
-    from .replay import ReplaySource
     from .store import Store
-    from .tracker import Tracker
 
     store = Store(args.db)
     for t in args.topic or []:
@@ -58,7 +57,7 @@ def _cmd_replay(args) -> int:
     if not store.topics():
         print("error: no topics: add some with --topic NAME=term,term (they are kept in the store)", file=sys.stderr)
         return 2
-    src = ReplaySource(args.file, fmt=args.format, csv_map=args.csv_map, speed=args.speed)
+    src = make_source(store)
     model_dir = Path(args.model) if args.model else default_model_dir()
     scorer = Scorer(model_dir, threads=args.threads)
     pipe = Pipeline(src, scorer, store, model_name=model_dir.name, batch_size=args.batch_size, max_wait_s=args.max_wait_ms / 1000)
@@ -67,7 +66,7 @@ def _cmd_replay(args) -> int:
     if not args.quiet:
         from tqdm import tqdm
 
-        bar = tqdm(desc=f"replay {src.name} [{src.fmt}]", unit=" items", dynamic_ncols=True, mininterval=1.0)
+        bar = tqdm(desc=f"{src.name}", unit=" items", dynamic_ncols=True, mininterval=1.0)
 
         def on_batch(st):
             bar.n = st.items
@@ -89,6 +88,28 @@ def _cmd_replay(args) -> int:
         print(f"error: {d['error']}", file=sys.stderr)
         return 1
     return 0
+
+
+def _cmd_replay(args) -> int:
+    from .replay import ReplaySource
+
+    return _run(args, lambda store: ReplaySource(args.file, fmt=args.format, csv_map=args.csv_map, speed=args.speed))
+
+
+def _cmd_bluesky(args) -> int:
+    from .bluesky import BlueskySource
+
+    return _run(args, lambda store: BlueskySource(args.url))
+
+
+def _cmd_x(args) -> int:
+    from .x import XSource, token_from_env
+
+    token = token_from_env()
+    if not token:
+        print("error: set X_BEARER_TOKEN in the environment (it is never stored or logged)", file=sys.stderr)
+        return 2
+    return _run(args, lambda store: XSource(token, store.topics, max_rule_len=args.rule_length))
 
 
 def _cmd_topics(args) -> int:
@@ -121,17 +142,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--db", default=os.environ.get("SPARSEPULSE_DB", DEFAULT_DB), help="SQLite store (default: %(default)s)")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    r = sub.add_parser("replay", help="replay a recorded file (twarc2, v2, v1.1, CSV, SemEval TSV; .gz ok)", description="Replay a recorded file into the store. Resumes where the last run stopped.")
+    def common(p):
+        p.add_argument("--topic", action="append", type=_parse_topic, metavar="NAME=TERMS", help='topic to track (saved in the store): NAME=word,"a phrase",#tag,$cash,@user,-exclusion')
+        p.add_argument("--model", default=None, help="model directory (default: the smallest shipped model)")
+        p.add_argument("--threads", type=int, default=0, help="scoring threads (0 = all cores)")
+        p.add_argument("--batch-size", type=int, default=64, help="micro-batch size (default: %(default)s)")
+        p.add_argument("--max-wait-ms", type=float, default=200.0, help="close a micro-batch after this long (default: %(default)s)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    r = sub.add_parser("replay", help="replay a recorded file (twarc2, v2, v1.1, CSV, SemEval TSV; .gz ok)", description="Replay a recorded file into the store. Resumes where the last run stopped; re-delivered posts are stored once.")
     r.add_argument("file")
-    r.add_argument("--topic", action="append", type=_parse_topic, metavar="NAME=TERMS", help='topic to track (saved in the store): NAME=word,"a phrase",#tag,$cash,@user,-exclusion')
     r.add_argument("--speed", type=float, default=0.0, help="real time x SPEED following the posts' timestamps (0 = as fast as possible; 1440 = a day per minute)")
     r.add_argument("--format", default=None, help="override format detection: twarc2, twarc2-flat, v2, v1, csv, semeval")
     r.add_argument("--csv-map", type=_parse_map, default=None, metavar="FIELD=COL,...", help="CSV columns for id, text, time, author, lang")
-    r.add_argument("--model", default=None, help="model directory (default: the smallest shipped model)")
-    r.add_argument("--threads", type=int, default=0, help="scoring threads (0 = all cores)")
-    r.add_argument("--batch-size", type=int, default=64)
-    r.add_argument("--max-wait-ms", type=float, default=200.0, help="close a micro-batch after this long")
-    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    common(r)
+
+    b = sub.add_parser("bluesky", help="live Bluesky posts (Jetstream, free, no account); matched client-side", description="Follow Bluesky's Jetstream; posts matching the topics are scored and stored. Resumes from the stored cursor.")
+    b.add_argument("--url", default="wss://jetstream2.us-east.bsky.network/subscribe", help="Jetstream endpoint (default: %(default)s)")
+    common(b)
+
+    xp = sub.add_parser("x", help="live X posts (filtered stream; needs X_BEARER_TOKEN and an access level with streaming)", description="Follow X's v2 filtered stream with rules built from the topics (tagged sparsepulse:<topic>, re-synced when topics change). The token is read from X_BEARER_TOKEN and never stored.")
+    xp.add_argument("--rule-length", type=int, default=512, help="maximum rule length of your access level (512 or 1024)")
+    common(xp)
 
     t = sub.add_parser("topics", help="list, add or remove tracked topics")
     tsub = t.add_subparsers(dest="action", required=True)
@@ -150,10 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     from .formats import UnknownFormat
     from .store import StoreError
     from .tracker import TopicError
+    from .x import XAccessError
     from runtime.errors import SparsePulseError
 
     try:
-        return {"replay": _cmd_replay, "topics": _cmd_topics, "retain": _cmd_retain}[args.cmd](args)
-    except (UnknownFormat, StoreError, TopicError, SparsePulseError, FileNotFoundError) as e:
+        return {"replay": _cmd_replay, "bluesky": _cmd_bluesky, "x": _cmd_x, "topics": _cmd_topics, "retain": _cmd_retain}[args.cmd](args)
+    except (UnknownFormat, StoreError, TopicError, SparsePulseError, FileNotFoundError, XAccessError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
