@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
@@ -55,11 +56,51 @@ def main(argv: list[str] | None = None) -> int:
     ld = sub.add_parser("layerdrop", help="compare layer-dropping choices (short dense distillation each) on validation")
     _add_common(ld, "student3_dense")
 
+    q = sub.add_parser("export-int8", help="post-training INT8 export of a teacher dir or a student run to the runtime format")
+    q.add_argument("--teacher", default=None, help="an exported teacher directory (models/teacher)")
+    q.add_argument("--student", default=None, help="a student run directory (its final.msgpack)")
+    q.add_argument("--out", required=True)
+    q.add_argument("--max-len", type=int, default=128)
+
+    ev = sub.add_parser("evaluate-runtime", help="C runtime accuracy + agreement with the JAX INT8 reference -> JSON")
+    ev.add_argument("model_dir")
+    ev.add_argument("--data", default=None)
+    ev.add_argument("--out", default=None, help="write the JSON here (default: MODEL_DIR/runtime_eval.json)")
+
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     from .data import DataNotFound
 
     try:
+        if args.cmd == "export-int8":
+            from .export import export_runtime_model
+
+            if bool(args.teacher) == bool(args.student):
+                ap.error("give exactly one of --teacher or --student")
+            if args.teacher:
+                from .teacher import load_teacher
+
+                model, params, meta = load_teacher(args.teacher)
+                masks, demojize = None, json.loads(meta.get("demojize", "true"))
+            else:
+                from .student import load_student
+
+                model, params, masks = load_student(args.student)
+                demojize = True
+            print(export_runtime_model(params, model.cfg, args.out, max_len=args.max_len, demojize=demojize, masks=masks))
+            return 0
+        if args.cmd == "evaluate-runtime":
+            from pathlib import Path
+
+            from .loop import save_json
+            from .runtime_eval import evaluate_runtime_model
+
+            res = evaluate_runtime_model(args.model_dir, args.data)
+            save_json(Path(args.out or Path(args.model_dir) / "runtime_eval.json"), res)
+            for split in ("valid", "test"):
+                m = res[split]
+                print(f"{split}: macro_recall {100 * m['macro_recall']:.2f}  acc {100 * m['accuracy']:.2f}  agreement_with_jax {100 * m['agreement_with_jax']:.2f}%  max|dp| {m['max_abs_dprob_vs_jax']:.4f}")
+            return 0
         cfg = _cfg(args)
         if args.cmd == "teacher":
             from .train import train

@@ -62,6 +62,24 @@ def _run(args, make_source) -> int:
     scorer = Scorer(model_dir, threads=args.threads)
     pipe = Pipeline(src, scorer, store, model_name=model_dir.name, batch_size=args.batch_size, max_wait_s=args.max_wait_ms / 1000)
     signal.signal(signal.SIGTERM, lambda *_: pipe.stop.set())
+    pacer = getattr(src, "pacer", None)
+    if pacer is not None:  # the dashboard pauses / resumes a replay with SIGUSR1 / SIGUSR2
+        signal.signal(signal.SIGUSR1, lambda *_: pacer.pause())
+        signal.signal(signal.SIGUSR2, lambda *_: pacer.resume())
+    callbacks = []
+    if args.status_file:
+        import time as _time
+
+        from .worker import write_status
+
+        last = [0.0]
+
+        def write(st, force=False):
+            if force or _time.monotonic() - last[0] >= 1.0:
+                last[0] = _time.monotonic()
+                write_status(Path(args.status_file), {**st.as_dict(), "source": src.name, "model": model_dir.name, "model_bytes": scorer.model_bytes, "paused": bool(pacer and pacer.paused), "scorer": scorer.stats()})
+
+        callbacks.append(write)
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -73,7 +91,8 @@ def _run(args, make_source) -> int:
             bar.set_postfix(stored=st.stored, skipped=sum(st.skipped.values()), q=st.queue_depth, refresh=False)
             bar.refresh()
 
-        pipe.on_batch = on_batch
+        callbacks.append(on_batch)
+    pipe.on_batch = (lambda st: [cb(st) for cb in callbacks]) if callbacks else None
     try:
         st = pipe.run()
     except KeyboardInterrupt:
@@ -81,6 +100,8 @@ def _run(args, make_source) -> int:
         st = pipe.stats
     if bar is not None:
         bar.close()
+    if args.status_file:
+        callbacks[0](st, force=True)
     d = st.as_dict()
     print(f"items {d['items']}  posts {d['posts']}  matched {d['matched']}  stored new {d['stored']}  unmatched {d['unmatched']}")
     print("skipped: " + (", ".join(f"{k}={v}" for k, v in sorted(d["skipped"].items())) or "none"))
@@ -149,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--batch-size", type=int, default=64, help="micro-batch size (default: %(default)s)")
         p.add_argument("--max-wait-ms", type=float, default=200.0, help="close a micro-batch after this long (default: %(default)s)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--status-file", default=None, help="write pipeline stats here as JSON about once a second (the dashboard reads it)")
 
     r = sub.add_parser("replay", help="replay a recorded file (twarc2, v2, v1.1, CSV, SemEval TSV; .gz ok)", description="Replay a recorded file into the store. Resumes where the last run stopped; re-delivered posts are stored once.")
     r.add_argument("file")

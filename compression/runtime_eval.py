@@ -1,0 +1,87 @@
+"""Evaluate an exported runtime model: accuracy through the C Scorer and agreement with the JAX
+INT8 simulation of the same weights (the oracle for the C encoder)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from runtime.format import load_model
+from runtime.native import NativeModel
+from .configs.common import DataConfig
+from .data import encode, load_semeval
+from .evaluate import classification_metrics, predict_logits
+from .loop import save_json
+from .model import BertClassifier, BertConfig
+from .weights import load_tokenizer
+
+__all__ = ["params_from_runtime", "evaluate_runtime_model"]
+
+
+def params_from_runtime(data) -> tuple[BertClassifier, dict, dict]:
+    """Dequantised parameters (and masks) of a runtime model, for the JAX INT8 reference.
+
+    Weights are q·s exactly, so re-quantising them in the simulation reproduces q and s."""
+    from runtime.format import LINEAR_NAMES, unpack_linear
+
+    c, t = data.config, data.tensors
+    cfg = BertConfig(
+        vocab_size=c["vocab_size"], hidden_size=c["hidden_size"], num_layers=c["num_layers"], num_heads=c["num_heads"],
+        intermediate_size=c["intermediate_size"], max_position=c["max_position"], type_vocab_size=c["type_vocab_size"],
+        layer_norm_eps=c["layer_norm_eps"], num_labels=c["num_labels"],
+    )
+    p: dict = {
+        "word_embeddings": t["embeddings.word.values"].astype(np.float32) * t["embeddings.word.scale"][:, None],
+        "position_embeddings": t["embeddings.position"],
+        "token_type_embeddings": t["embeddings.token_type"],
+        "embeddings_ln": {"scale": t["embeddings.ln.gamma"], "bias": t["embeddings.ln.beta"]},
+        "pooler": {"weight": t["pooler.weight"], "bias": t["pooler.bias"]},
+        "classifier": {"weight": t["classifier.weight"], "bias": t["classifier.bias"]},
+    }
+    masks: dict = {}
+    for i in range(cfg.num_layers):
+        lp: dict = {}
+        for n in LINEAR_NAMES:
+            out = cfg.intermediate_size if n == "ffn_in" else cfg.hidden_size
+            inn = cfg.intermediate_size if n == "ffn_out" else cfg.hidden_size
+            q = unpack_linear(t[f"layer_{i}.{n}.values"], t[f"layer_{i}.{n}.col_idx"], t[f"layer_{i}.{n}.row_ptr"], (out, inn))
+            lp[n] = {"weight": q.astype(np.float32) * t[f"layer_{i}.{n}.scale"][:, None], "bias": t[f"layer_{i}.{n}.bias"]}
+            masks.setdefault(f"layer_{i}", {})[n] = (q != 0).astype(np.float32)
+        lp["attn_ln"] = {"scale": t[f"layer_{i}.attn_ln.gamma"], "bias": t[f"layer_{i}.attn_ln.beta"]}
+        lp["ffn_ln"] = {"scale": t[f"layer_{i}.ffn_ln.gamma"], "bias": t[f"layer_{i}.ffn_ln.beta"]}
+        p[f"layer_{i}"] = lp
+    return BertClassifier(cfg, quantize=True), p, masks
+
+
+def evaluate_runtime_model(model_dir: str | Path, data_root: str | None = None, threads: int = 0, with_reference: bool = True) -> dict:
+    """Macro recall etc. of the C model on validation and test; argmax agreement and max |Δp| vs JAX."""
+    model_dir = Path(model_dir)
+    data = load_model(model_dir)
+    native = NativeModel(data)
+    dc = DataConfig(root=data_root, max_len=data.meta["max_len"], demojize=data.meta["demojize"])
+    sem = load_semeval(dc.root, dc.valid_fraction, dc.split_seed)
+    tok = load_tokenizer(model_dir)
+    out: dict = {"model": model_dir.name, "sparsity": data.encoder_sparsity(), "file_bytes": (model_dir / "model.safetensors").stat().st_size}
+    if with_reference:
+        qmodel, qparams, qmasks = params_from_runtime(data)
+        apply = jax.jit(lambda p, x, m, mk: qmodel.apply({"params": p}, x, m, masks=mk))
+    for split in ("valid", "test"):
+        exs = sem.split(split)
+        ids, truncated = encode(tok, [e.text for e in exs], dc.max_len, dc.demojize)
+        labels = np.asarray([e.label for e in exs])
+        t0 = time.perf_counter()
+        probs = np.concatenate([native.forward(np.concatenate(ids[s : s + 256]), np.array([len(x) for x in ids[s : s + 256]]), threads) for s in range(0, len(ids), 256)])
+        elapsed = time.perf_counter() - t0
+        m = classification_metrics(labels, probs.argmax(1))
+        m["truncated"] = truncated
+        m["c_seconds"] = elapsed
+        if with_reference:
+            logits = predict_logits(qmodel, qparams, ids, 64, masks=qmasks, apply_fn=apply)
+            pj = np.asarray(jax.nn.softmax(logits, axis=-1))
+            m["agreement_with_jax"] = float((pj.argmax(1) == probs.argmax(1)).mean())
+            m["max_abs_dprob_vs_jax"] = float(np.abs(pj - probs).max())
+        out[split] = m
+    return out
