@@ -1,0 +1,118 @@
+"""ONNX export with the ``onnx`` helper API (no torch), for ONNX Runtime and DeepSparse baselines.
+
+Graph = the standard BERT export form (opset 13, IR 8: what DeepSparse 1.8's onnx<1.15 reads):
+LayerNorm decomposed (ReduceMean/Sub/Mul/Sqrt/Div), exact GELU as 0.5·x·(1 + Erf(x/√2)), attention
+with an additive mask from ``attention_mask``. Inputs ``input_ids``, ``attention_mask``,
+``token_type_ids`` (int64, (batch, seq)); output ``logits`` (batch, 3).
+
+``quantize="dynamic"``: every encoder linear becomes DynamicQuantizeLinear → MatMulInteger with
+INT8 per-output-channel weights (the form ONNX Runtime's dynamic quantisation emits); pruned
+weights stay exact zeros in both forms.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from runtime.format import LINEAR_NAMES, quantize_symmetric
+from .model import BertConfig
+
+__all__ = ["export_onnx", "OPSET", "IR_VERSION"]
+
+OPSET = 13
+IR_VERSION = 8
+
+
+class _G:
+    def __init__(self):
+        self.nodes, self.inits, self.n = [], [], 0
+
+    def name(self, base: str) -> str:
+        self.n += 1
+        return f"{base}_{self.n}"
+
+    def const(self, arr, base="c") -> str:
+        nm = self.name(base)
+        self.inits.append(numpy_helper.from_array(np.asarray(arr), nm))
+        return nm
+
+    def op(self, op: str, inputs: list[str], base: str | None = None, n_out: int = 1, **attrs) -> str | list[str]:
+        outs = [self.name(base or op.lower()) for _ in range(n_out)]
+        self.nodes.append(helper.make_node(op, inputs, outs, **attrs))
+        return outs[0] if n_out == 1 else outs
+
+
+def _layernorm(g: _G, x: str, gamma, beta, eps: float) -> str:
+    mu = g.op("ReduceMean", [x], axes=[-1], keepdims=1)
+    d = g.op("Sub", [x, mu])
+    var = g.op("ReduceMean", [g.op("Mul", [d, d])], axes=[-1], keepdims=1)
+    den = g.op("Sqrt", [g.op("Add", [var, g.const(np.float32(eps), "eps")])])
+    y = g.op("Div", [d, den])
+    return g.op("Add", [g.op("Mul", [y, g.const(np.asarray(gamma, np.float32), "ln_g")]), g.const(np.asarray(beta, np.float32), "ln_b")])
+
+
+def _linear(g: _G, x: str, w_oi, b_o, quantize: str | None) -> str:
+    w_oi = np.asarray(w_oi, np.float32)
+    if quantize is None:
+        y = g.op("MatMul", [x, g.const(np.ascontiguousarray(w_oi.T), "w")])
+    elif quantize == "dynamic":
+        q, s = quantize_symmetric(w_oi)
+        xq, xs, xzp = g.op("DynamicQuantizeLinear", [x], "dq", n_out=3)
+        acc = g.op("MatMulInteger", [xq, g.const(np.ascontiguousarray(q.T), "wq"), xzp, g.const(np.zeros(w_oi.shape[0], np.int8), "wzp")])
+        scale = g.op("Mul", [xs, g.const(s.astype(np.float32), "ws")])
+        y = g.op("Mul", [g.op("Cast", [acc], to=TensorProto.FLOAT), scale])
+    else:
+        raise ValueError(f"unknown quantize mode {quantize!r}")
+    return g.op("Add", [y, g.const(np.asarray(b_o, np.float32), "b")])
+
+
+def export_onnx(params: dict, cfg: BertConfig, path: str | Path, *, masks: dict | None = None, quantize: str | None = None) -> Path:
+    """Write an ONNX model of the classifier; returns the path (checked with onnx.checker)."""
+    g = _G()
+    C, H, D = cfg.hidden_size, cfg.num_heads, cfg.hidden_size // cfg.num_heads
+    ids, am, tt = "input_ids", "attention_mask", "token_type_ids"
+    word = g.op("Gather", [g.const(np.asarray(params["word_embeddings"], np.float32), "word_emb"), ids], axis=0)
+    seq_len = g.op("Gather", [g.op("Shape", [ids]), g.const(np.int64(1), "one")], axis=0)
+    pos_ids = g.op("Range", [g.const(np.int64(0), "zero"), seq_len, g.const(np.int64(1), "step")])
+    pos = g.op("Gather", [g.const(np.asarray(params["position_embeddings"], np.float32), "pos_emb"), pos_ids], axis=0)
+    typ = g.op("Gather", [g.const(np.asarray(params["token_type_embeddings"], np.float32), "type_emb"), tt], axis=0)
+    h = g.op("Add", [g.op("Add", [word, pos]), typ])
+    h = _layernorm(g, h, params["embeddings_ln"]["scale"], params["embeddings_ln"]["bias"], cfg.layer_norm_eps)
+    # additive mask (batch, 1, 1, seq): 0 where attended, -10000 on padding (BERT's export convention)
+    mf = g.op("Cast", [g.op("Unsqueeze", [am, g.const(np.array([1, 2], np.int64), "ax")])], to=TensorProto.FLOAT)
+    mask_bias = g.op("Mul", [g.op("Sub", [g.const(np.float32(1.0), "one_f"), mf]), g.const(np.float32(-10000.0), "neg")])
+    heads_shape = g.const(np.array([0, 0, H, D], np.int64), "heads_shape")
+    merge_shape = g.const(np.array([0, 0, C], np.int64), "merge_shape")
+    inv_sqrt = g.const(np.float32(1.0 / np.sqrt(D)), "scale")
+    for i in range(cfg.num_layers):
+        lp = params[f"layer_{i}"]
+        w = {n: np.asarray(lp[n]["weight"], np.float32) * (np.asarray(masks[f"layer_{i}"][n], np.float32) if masks else 1.0) for n in LINEAR_NAMES}
+        q, k, v = (g.op("Transpose", [g.op("Reshape", [_linear(g, h, w[n], lp[n]["bias"], quantize), heads_shape])], perm=[0, 2, 1, 3]) for n in ("query", "key", "value"))
+        kt = g.op("Transpose", [k], perm=[0, 1, 3, 2])
+        scores = g.op("Add", [g.op("Mul", [g.op("MatMul", [q, kt]), inv_sqrt]), mask_bias])
+        ctx = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])
+        ctx = g.op("Reshape", [g.op("Transpose", [ctx], perm=[0, 2, 1, 3]), merge_shape])
+        a = _linear(g, ctx, w["attn_out"], lp["attn_out"]["bias"], quantize)
+        h = _layernorm(g, g.op("Add", [h, a]), lp["attn_ln"]["scale"], lp["attn_ln"]["bias"], cfg.layer_norm_eps)
+        f = _linear(g, h, w["ffn_in"], lp["ffn_in"]["bias"], quantize)
+        erf = g.op("Erf", [g.op("Mul", [f, g.const(np.float32(1 / np.sqrt(2)), "rsqrt2")])])
+        f = g.op("Mul", [g.op("Mul", [f, g.op("Add", [erf, g.const(np.float32(1.0), "one_g")])]), g.const(np.float32(0.5), "half")])
+        o = _linear(g, f, w["ffn_out"], lp["ffn_out"]["bias"], quantize)
+        h = _layernorm(g, g.op("Add", [h, o]), lp["ffn_ln"]["scale"], lp["ffn_ln"]["bias"], cfg.layer_norm_eps)
+    cls = g.op("Gather", [h, g.const(np.int64(0), "cls")], axis=1)
+    pooled = g.op("Tanh", [g.op("Add", [g.op("MatMul", [cls, g.const(np.asarray(params["pooler"]["weight"], np.float32).T.copy(), "pool_w")]), g.const(np.asarray(params["pooler"]["bias"], np.float32), "pool_b")])])
+    logits = g.op("Add", [g.op("MatMul", [pooled, g.const(np.asarray(params["classifier"]["weight"], np.float32).T.copy(), "cls_w")]), g.const(np.asarray(params["classifier"]["bias"], np.float32), "cls_b")])
+    g.nodes.append(helper.make_node("Identity", [logits], ["logits"]))
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in (ids, am, tt)]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", cfg.num_labels])]
+    graph = helper.make_graph(g.nodes, "sparsepulse_bert", inputs, outputs, g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="sparsepulse")
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path

@@ -1,0 +1,40 @@
+"""ONNX export of the tiny config: passes onnx.checker and matches the JAX forward (onnx's own
+reference evaluator; ONNX Runtime stays out of the project's dependencies)."""
+import jax
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")  # a declared dependency; importorskip only guards broken installs
+from onnx.reference import ReferenceEvaluator  # noqa: E402
+
+from compression.model import BertClassifier, BertConfig  # noqa: E402
+from compression.onnx_export import export_onnx  # noqa: E402
+from compression.prune import ones_masks  # noqa: E402
+
+FP32_ATOL = 1e-4
+INT8_ATOL = 0.05  # per-tensor dynamic activations in ONNX vs per-token in our scheme
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = BertConfig(vocab_size=200, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_position=48)
+    m = BertClassifier(cfg)
+    p = m.init(jax.random.PRNGKey(0), np.zeros((1, 8), np.int32), np.ones((1, 8), np.int32))["params"]
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a) * (10.0 if np.ndim(a) == 2 else 1.0), dict(p))
+    masks = ones_masks(p)
+    masks["layer_0"]["query"][:, :16] = 0
+    return cfg, p, masks
+
+
+@pytest.mark.parametrize("quantize", [None, "dynamic"])
+def test_onnx_matches_jax(tiny, tmp_path, quantize):
+    cfg, p, masks = tiny
+    path = export_onnx(p, cfg, tmp_path / "m.onnx", masks=masks, quantize=quantize)
+    onnx.checker.check_model(onnx.load(str(path)))
+    x = np.random.default_rng(0).integers(0, 200, (3, 10)).astype(np.int64)
+    am = np.ones_like(x)
+    am[1, 6:] = 0
+    out = ReferenceEvaluator(str(path)).run(None, {"input_ids": x, "attention_mask": am, "token_type_ids": np.zeros_like(x)})[0]
+    ref = np.asarray(BertClassifier(cfg, quantize=quantize is not None).apply({"params": p}, x, am, masks=masks))
+    np.testing.assert_allclose(out, ref, atol=FP32_ATOL if quantize is None else INT8_ATOL)
+    assert out.shape == (3, 3)
