@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.sparsepulse-installed
 
-.PHONY: setup run test teacher clean
+.PHONY: setup run test teacher clean chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml runtime/_build.py $(wildcard native/*.c native/*.h) | $
 
 setup: $(STAMP)
 
-test: setup
+test: setup chromium
 	$(PY) -m pytest -q
+
+# the browser test drives Debian's chromium (Playwright's own browser download does not work here)
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 # The dashboard on 127.0.0.1:8501, replaying the SemEval-2017 test tweets. Until the compressed
 # students ship, the model is the teacher quantised to INT8 (made from models/teacher in seconds).

@@ -52,7 +52,9 @@ def default_replay_file() -> Path | None:
 
 
 def list_models() -> list[Path]:
-    return sorted(p.parent for p in (REPO / "models").glob("*/model.safetensors") if p.parent.name != "teacher")
+    """Runtime models (``$SPARSEPULSE_MODELS`` or models/), the teacher's training-format dir excluded."""
+    root = Path(os.environ.get("SPARSEPULSE_MODELS", REPO / "models"))
+    return sorted(p.parent for p in root.glob("*/model.safetensors") if p.parent.name != "teacher")
 
 
 def ensure_defaults(store: Store) -> None:
@@ -237,6 +239,10 @@ def dashboard(store: Store, worker: Worker, view: dict) -> None:
         st.info("Waiting for the first matching posts…")
         return
     lo, hi = (pd.to_datetime(x, unit="ms", utc=True).to_pydatetime() for x in rng)
+    known = st.session_state.setdefault("topics_known", list(topics))
+    if st.session_state.get("topics_shown") is not None:  # new topics join the selection, removed ones leave it
+        st.session_state.topics_shown = [t for t in st.session_state.topics_shown if t in topics] + [t for t in topics if t not in known]
+    st.session_state.topics_known = list(topics)
     chosen = st.multiselect("Topics", topics, default=topics, key="topics_shown")
     if hi > lo:
         start, end = st.slider("Time range", min_value=lo, max_value=hi, value=(lo, hi), format="YYYY-MM-DD HH:mm", key="time_range")
