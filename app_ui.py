@@ -239,11 +239,13 @@ def dashboard(store: Store, worker: Worker, view: dict) -> None:
         st.info("Waiting for the first matching posts…")
         return
     lo, hi = (pd.to_datetime(x, unit="ms", utc=True).to_pydatetime() for x in rng)
-    known = st.session_state.setdefault("topics_known", list(topics))
-    if st.session_state.get("topics_shown") is not None:  # new topics join the selection, removed ones leave it
+    known = st.session_state.get("topics_known")
+    if known is None or "topics_shown" not in st.session_state:
+        st.session_state.topics_shown = list(topics)
+    else:  # new topics join the selection, removed ones leave it
         st.session_state.topics_shown = [t for t in st.session_state.topics_shown if t in topics] + [t for t in topics if t not in known]
     st.session_state.topics_known = list(topics)
-    chosen = st.multiselect("Topics", topics, default=topics, key="topics_shown")
+    chosen = st.multiselect("Topics", topics, key="topics_shown")
     if hi > lo:
         start, end = st.slider("Time range", min_value=lo, max_value=hi, value=(lo, hi), format="YYYY-MM-DD HH:mm", key="time_range")
     else:
