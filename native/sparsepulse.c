@@ -251,9 +251,11 @@ static void run_linear(const sp_lin *L, const int8_t *xq, const float *xs, const
     if (use_avx2) {
         const int32_t tiles = (N + SP_TILE - 1) / SP_TILE;
         const int32_t chunk = 64, chunks = (L->out + chunk - 1) / chunk;
+        /* row chunk outer, token tile inner: a chunk's weights (~64 rows) stay in L1/L2 while the
+         * packed activation tiles stream past; static schedule keeps each thread on few chunks */
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (int32_t w = 0; w < tiles * chunks; w++) {
-            int32_t i = w / chunks, c = w % chunks;
+            int32_t c = w / tiles, i = w % tiles;
             int32_t o0 = c * chunk, o1 = o0 + chunk < L->out ? o0 + chunk : L->out;
             lin_tile_avx2(L, xp + (size_t)i * L->in * SP_TILE, xsp + (size_t)i * SP_TILE, o0, o1, yt + (size_t)i * L->out * SP_TILE);
         }
