@@ -62,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--out", required=True)
     q.add_argument("--max-len", type=int, default=128)
 
+    ox = sub.add_parser("export-onnx", help="ONNX (fp32, or dynamic INT8 with --int8) of a teacher dir or a student run")
+    ox.add_argument("--teacher", default=None)
+    ox.add_argument("--student", default=None)
+    ox.add_argument("--out", required=True)
+    ox.add_argument("--int8", action="store_true", help="DynamicQuantizeLinear + MatMulInteger encoder linears")
+
     ev = sub.add_parser("evaluate-runtime", help="C runtime accuracy + agreement with the JAX INT8 reference -> JSON")
     ev.add_argument("model_dir")
     ev.add_argument("--data", default=None)
@@ -72,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DataNotFound
 
     try:
-        if args.cmd == "export-int8":
-            from .export import export_runtime_model
-
+        if args.cmd in ("export-int8", "export-onnx"):
             if bool(args.teacher) == bool(args.student):
                 ap.error("give exactly one of --teacher or --student")
             if args.teacher:
@@ -87,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
 
                 model, params, masks = load_student(args.student)
                 demojize = True
+            if args.cmd == "export-onnx":
+                from .onnx_export import export_onnx
+
+                print(export_onnx(params, model.cfg, args.out, masks=masks, quantize="dynamic" if args.int8 else None))
+                return 0
+            from .export import export_runtime_model
+
             print(export_runtime_model(params, model.cfg, args.out, max_len=args.max_len, demojize=demojize, masks=masks))
             return 0
         if args.cmd == "evaluate-runtime":

@@ -1,0 +1,99 @@
+"""Benchmark worker for engines that live in another venv (ONNX Runtime, DeepSparse).
+
+Run by ``runtime.bench`` with the bench venv's python: ``python _bench_worker.py ENGINE ONNX IDS.npz``.
+It loads the engine, then answers one JSON line per command read on stdin:
+``throughput`` (one pass over all tweets in batches of 64) or ``latency`` (batch-1 calls).
+Standard library + numpy + the engine only: it must not import the project.
+"""
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def _batches(ids, lengths, bs, buckets=None):
+    off = np.concatenate([[0], np.cumsum(lengths)])
+    for s in range(0, len(lengths), bs):
+        ls = lengths[s : s + bs]
+        T = int(ls.max())
+        if buckets:
+            T = next(b for b in buckets if b >= T)
+        n = bs if buckets else len(ls)
+        x = np.zeros((n, T), np.int64)
+        m = np.zeros((n, T), np.int64)
+        for r, L in enumerate(ls):
+            x[r, :L] = ids[off[s + r] : off[s + r] + L]
+            m[r, :L] = 1
+        yield x, m, len(ls)
+
+
+def main():
+    engine, onnx_path, npz = sys.argv[1:4]
+    threads = int(os.environ.get("BENCH_THREADS", "2"))
+    d = np.load(npz)
+    ids, lengths, lat_idx = d["ids"], d["lengths"], d["latency_idx"]
+    off = np.concatenate([[0], np.cumsum(lengths)])
+    buckets = None
+    if engine.startswith("ort"):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+
+        def run(x, m):
+            return sess.run(None, {"input_ids": x, "attention_mask": m, "token_type_ids": np.zeros_like(x)})[0]
+
+    elif engine.startswith("deepsparse"):
+        os.environ.setdefault("NM_DISABLE_ANALYTICS", "True")
+        from deepsparse import compile_model
+
+        buckets = [32, 64, 128]
+        engines = {}
+        for b in buckets:  # fixed shapes: one engine per length bucket, batch 64 (and 1 for latency)
+            for bs in (64, 1):
+                import shutil
+                import tempfile
+
+                tmp = tempfile.mktemp(suffix=".onnx")
+                shutil.copy(onnx_path, tmp)  # compile_model rewrites the file's input shapes in place
+                engines[(bs, b)] = compile_model(tmp, batch_size=bs, num_cores=threads, input_shapes=[[bs, b]] * 3)
+
+        def run(x, m):
+            e = engines[(x.shape[0], x.shape[1])]
+            return e.run([x, m, np.zeros_like(x)])[0]
+
+    else:
+        raise SystemExit(f"unknown engine {engine}")
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "throughput":
+            t0 = time.perf_counter()
+            n = 0
+            for x, m, k in _batches(ids, lengths, 64, buckets):
+                run(x, m)
+                n += k
+            print(json.dumps({"seconds": time.perf_counter() - t0, "tweets": n}), flush=True)
+        elif cmd == "latency":
+            ts = []
+            for i in lat_idx:
+                L = int(lengths[i])
+                T = next(b for b in buckets if b >= L) if buckets else L
+                x = np.zeros((1, T), np.int64)
+                m = np.zeros((1, T), np.int64)
+                x[0, :L] = ids[off[i] : off[i] + L]
+                m[0, :L] = 1
+                t0 = time.perf_counter()
+                run(x, m)
+                ts.append(time.perf_counter() - t0)
+            print(json.dumps({"latencies": ts}), flush=True)
+        elif cmd == "quit":
+            break
+
+
+if __name__ == "__main__":
+    main()
