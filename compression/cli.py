@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     lg = sub.add_parser("logits", help="teacher logits on the whole training pool -> run-dir/pool_logits.npz")
     _add_common(lg, "teacher")
 
+    stt = sub.add_parser("stats", help="data report (kept / dropped by reason) and token-length statistics per split")
+    _add_common(stt, "teacher", run_dir_required=False)
+
     x = sub.add_parser("export-teacher", help="write models/teacher (fp16 safetensors, card, metrics, logits)")
     _add_common(x, "teacher")
     x.add_argument("--out", default="models/teacher")
@@ -142,6 +145,18 @@ def main(argv: list[str] | None = None) -> int:
             from .student import compare_layer_drops
 
             print(compare_layer_drops(cfg, args.run_dir))
+        elif args.cmd == "stats":
+            import numpy as np
+
+            from .train import prepare
+
+            prep = prepare(cfg)
+            print(json.dumps({k: v for k, v in prep.data.report.items() if k != "pool_files"}, indent=1))
+            print(f"token lengths (normalised, demojize={cfg.data.demojize}, incl. [CLS]/[SEP]); max_len {cfg.data.max_len}")
+            for split in ("train", "valid", "test"):
+                L = np.array([len(x) for x in prep.ids[split]])
+                p = np.percentile(L, [50, 95, 99])
+                print(f"  {split:<5} n={L.size:>6} median {p[0]:.0f}  p95 {p[1]:.0f}  p99 {p[2]:.0f}  max {L.max()}  truncated {prep.truncated[split]}")
         elif args.cmd == "export-teacher":
             from .teacher import export_teacher
 
