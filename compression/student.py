@@ -104,6 +104,8 @@ def _init_params(cfg: StudentConfig) -> tuple[BertClassifier, dict, dict | None]
         if masks is not None:
             raise ValueError("layer dropping applies to dense models only")
         model = BertClassifier(dataclasses.replace(model.cfg, num_layers=len(cfg.keep_layers)))
+    if cfg.quantize:
+        model = BertClassifier(model.cfg, quantize=True)
     return model, params, masks
 
 

@@ -88,3 +88,18 @@ def test_tiny_layer_drop_dense_distillation(tiny_teacher, tmp_path):
     s = train_student(cfg, tmp_path, prepared=prepare(cfg), progress=False)
     model, params, masks = load_student(tmp_path)
     assert model.cfg.num_layers == 1 and "layer_1" not in params and mask_sparsity(masks) == 0.0
+
+
+def test_tiny_qat_keeps_masks(tiny_teacher, tmp_path):
+    cfg = _tiny_student("obert_6l_80_4b", tiny_teacher)
+    prep = prepare(cfg)
+    train_student(cfg, tmp_path / "pruned", prepared=prep, progress=False)
+    _, _, masks0 = load_student(tmp_path / "pruned")
+    qcfg = dataclasses.replace(load_config("qat_6l_80_4b", tiny=True), init=str(tmp_path / "pruned"), kd=cfg.kd)
+    train_student(qcfg, tmp_path / "qat", prepared=prep, progress=False)
+    model, params, masks = load_student(tmp_path / "qat")
+    for lk in masks0:
+        for n in masks0[lk]:
+            np.testing.assert_array_equal(masks[lk][n], masks0[lk][n])
+            assert (np.asarray(params[lk][n]["weight"])[masks0[lk][n] == 0] == 0).all()
+    assert mask_sparsity(masks) == pytest.approx(0.8, abs=0.01)

@@ -102,6 +102,7 @@ class StudentConfig:
     keep_layers: tuple | None = None  # layer dropping: teacher layers kept, in order; None = all
     layer_candidates: tuple = ()  # for `layerdrop`: keep-sets compared on validation
     layerdrop_epochs: float = 1.0  # distillation budget of each candidate in the comparison
+    quantize: bool = False  # quantisation-aware training: the INT8 simulation of the runtime in the forward pass
     data: DataConfig = DataConfig()
     kd: KDConfig = KDConfig()
     prune: PruneConfig = PruneConfig()

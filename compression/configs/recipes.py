@@ -68,6 +68,23 @@ def obert(depth: int, sparsity: float, group_shape: tuple, method: str = "obs") 
     )
 
 
+def qat(student_run: str, name: str) -> StudentConfig:
+    """Quantisation-aware training of a pruned student: INT8 simulation exactly as the C runtime
+    computes (weights per output channel, activations per token, dynamic, so no observers or
+    calibration phase are needed), masks kept, distillation from the teacher, 2 epochs at a small
+    learning rate decaying to 0."""
+    return StudentConfig(
+        name=name,
+        init=student_run,
+        quantize=True,
+        data=DataConfig(max_len=128, demojize=True),
+        kd=KDConfig(teacher_dir=TEACHER_DIR, temperature=2.0, hardness=1.0),
+        prune=PruneConfig(method="none"),
+        optim=StudentOptim(learning_rate=1e-5, epochs=2.0, warmup_fraction=0.0),
+        run=RunConfig(seed=0, checkpoint_every=200, log_every=20),
+    )
+
+
 def tiny(cfg: StudentConfig, teacher_dir: str = TEACHER_DIR) -> StudentConfig:
     """Seconds-long variant for tests: 64 tweets, tiny Fisher, 2 pruning events."""
     return dataclasses.replace(
