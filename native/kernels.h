@@ -59,30 +59,73 @@ static void pack_tile(const int8_t *xq, int32_t in, int32_t t0, int32_t nt, int8
 }
 
 #if SP_X86
+/* out[j] = column j of the 8x8 block given as rows r[0..7] (in place). */
+SP_AVX2 static inline void transpose8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+}
+
 /* AVX2, exact: int8 -> int16 sign extension, vpmaddwd pairs (|x|,|w| <= 127: products and pair sums
  * fit int16 x int16 -> int32 with no saturation), int32 accumulation (a row has at most in/4 blocks:
- * |acc| <= in * 127 * 127 < 2^31 for in < 133,000). One tile: 16 tokens, rows o0 .. o1-1.
- * xp: (in/4, 16, 4) packed tile; xs: (16) scales (0 for padding tokens); yt: (out, 16) out. */
-SP_AVX2 static void lin_tile_avx2(const sp_lin *L, const int8_t *xp, const float *xs, int32_t o0, int32_t o1, float *yt) {
+ * |acc| <= in * 127 * 127 < 2^31 for in < 133,000). One tile: 16 tokens t0 .. t0+nt-1, rows o0 .. o1-1.
+ * xp: (in/4, 16, 4) packed tile; xs: (16) scales (0 for padding tokens);
+ * y: (T, out) row-major, written directly (8 rows at a time, transposed in registers). */
+SP_AVX2 static void lin_tile_avx2(const sp_lin *L, const int8_t *xp, const float *xs, int32_t o0, int32_t o1, int32_t t0, int32_t nt,
+                                  float *y) {
     const __m256 s_lo = _mm256_loadu_ps(xs), s_hi = _mm256_loadu_ps(xs + 8);
     const int64_t *w64 = (const int64_t *)L->w16;
-    for (int32_t o = o0; o < o1; o++) {
-        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-        const int32_t end = L->row_ptr[o + 1];
-        for (int32_t b = L->row_ptr[o]; b < end; b++) {
-            const __m256i w = _mm256_set1_epi64x(w64[b]);
-            const int8_t *p = xp + (size_t)L->col_idx[b] * (SP_TILE * 4);
-            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p)), w));
-            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 16))), w));
-            a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 32))), w));
-            a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 48))), w));
+    for (int32_t og = o0; og < o1; og += 8) {
+        const int32_t ng = o1 - og < 8 ? o1 - og : 8;
+        __m256 res_lo[8], res_hi[8];
+        for (int32_t r = 0; r < 8; r++) {
+            if (r >= ng) {
+                res_lo[r] = res_hi[r] = _mm256_setzero_ps();
+                continue;
+            }
+            const int32_t o = og + r;
+            __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+            const int32_t end = L->row_ptr[o + 1];
+            for (int32_t b = L->row_ptr[o]; b < end; b++) {
+                const __m256i w = _mm256_set1_epi64x(w64[b]);
+                const int8_t *p = xp + (size_t)L->col_idx[b] * (SP_TILE * 4);
+                a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p)), w));
+                a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 16))), w));
+                a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 32))), w));
+                a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 48))), w));
+            }
+            /* a0 holds two partial sums per token for tokens 0..3; hadd + lane fix-up -> tokens 0..7 */
+            __m256i lo = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a0, a1), 0xD8);
+            __m256i hi = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a2, a3), 0xD8);
+            const __m256 sc = _mm256_set1_ps(L->scale[o]), bi = _mm256_set1_ps(L->bias[o]);
+            res_lo[r] = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(s_lo, sc), _mm256_cvtepi32_ps(lo)), bi);
+            res_hi[r] = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(s_hi, sc), _mm256_cvtepi32_ps(hi)), bi);
         }
-        /* a0 holds two partial sums per token for tokens 0..3; hadd + lane fix-up -> tokens 0..7 */
-        __m256i lo = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a0, a1), 0xD8);
-        __m256i hi = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a2, a3), 0xD8);
-        const __m256 sc = _mm256_set1_ps(L->scale[o]), bi = _mm256_set1_ps(L->bias[o]);
-        _mm256_storeu_ps(yt + (size_t)o * SP_TILE, _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(s_lo, sc), _mm256_cvtepi32_ps(lo)), bi));
-        _mm256_storeu_ps(yt + (size_t)o * SP_TILE + 8, _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(s_hi, sc), _mm256_cvtepi32_ps(hi)), bi));
+        transpose8(res_lo); /* res_lo[j] = token j, rows og .. og+7 */
+        transpose8(res_hi);
+        for (int32_t j = 0; j < nt; j++) {
+            const __m256 v = j < 8 ? res_lo[j] : res_hi[j - 8];
+            float *dst = y + (size_t)(t0 + j) * L->out + og;
+            if (ng == 8) {
+                _mm256_storeu_ps(dst, v);
+            } else {
+                float tmp[8];
+                _mm256_storeu_ps(tmp, v);
+                for (int32_t r = 0; r < ng; r++) dst[r] = tmp[r];
+            }
+        }
     }
 }
 #endif

@@ -244,9 +244,9 @@ static void quantize_pack(const float *x, int32_t N, int32_t C, int8_t *xq, floa
     }
 }
 
-/* y: (N, out) = linear(xq); yt: (tiles, out, 16) scratch for the AVX2 path; xsp: (tiles*16) scales. */
+/* y: (N, out) = linear(xq); xp: packed tiles and xsp: (tiles*16) scales for the AVX2 path. */
 static void run_linear(const sp_lin *L, const int8_t *xq, const float *xs, const int8_t *xp, const float *xsp, int32_t N,
-                       int use_avx2, int nt, float *yt, float *y) {
+                       int use_avx2, int nt, float *y) {
 #if SP_X86
     if (use_avx2) {
         const int32_t tiles = (N + SP_TILE - 1) / SP_TILE;
@@ -257,18 +257,13 @@ static void run_linear(const sp_lin *L, const int8_t *xq, const float *xs, const
         for (int32_t w = 0; w < tiles * chunks; w++) {
             int32_t c = w / tiles, i = w % tiles;
             int32_t o0 = c * chunk, o1 = o0 + chunk < L->out ? o0 + chunk : L->out;
-            lin_tile_avx2(L, xp + (size_t)i * L->in * SP_TILE, xsp + (size_t)i * SP_TILE, o0, o1, yt + (size_t)i * L->out * SP_TILE);
-        }
-#pragma omp parallel for schedule(static) num_threads(nt)
-        for (int32_t t = 0; t < N; t++) {
-            const float *src = yt + (size_t)(t / SP_TILE) * L->out * SP_TILE + (t % SP_TILE);
-            float *dst = y + (size_t)t * L->out;
-            for (int32_t o = 0; o < L->out; o++) dst[o] = src[(size_t)o * SP_TILE];
+            int32_t t0 = i * SP_TILE, n = N - t0 < SP_TILE ? N - t0 : SP_TILE;
+            lin_tile_avx2(L, xp + (size_t)i * L->in * SP_TILE, xsp + (size_t)i * SP_TILE, o0, o1, t0, n, y);
         }
         return;
     }
 #endif
-    (void)xp; (void)xsp; (void)yt;
+    (void)xp; (void)xsp;
     const int32_t chunk = 16, chunks = (N + chunk - 1) / chunk;
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int32_t c = 0; c < chunks; c++) {
@@ -297,8 +292,7 @@ sp_status sp_linear_forward(const sp_linear *lin, const int8_t *xq, const float 
     const int32_t tiles = (T + SP_TILE - 1) / SP_TILE;
     int8_t *xp = use_avx2 ? sp_alloc((size_t)tiles * lin->in * SP_TILE) : NULL;
     float *xsp = use_avx2 ? sp_alloc(sizeof(float) * (size_t)tiles * SP_TILE) : NULL;
-    float *yt = use_avx2 ? sp_alloc(sizeof(float) * (size_t)tiles * lin->out * SP_TILE) : NULL;
-    if (st == SP_OK && use_avx2 && (!xp || !xsp || !yt)) st = SP_ERR_NOMEM;
+    if (st == SP_OK && use_avx2 && (!xp || !xsp)) st = SP_ERR_NOMEM;
     if (st == SP_OK) {
         const int nt = nthreads(threads);
         if (use_avx2) {
@@ -309,11 +303,10 @@ sp_status sp_linear_forward(const sp_linear *lin, const int8_t *xq, const float 
                 pack_tile(xq, lin->in, t0, n, xp + (size_t)i * lin->in * SP_TILE);
             }
         }
-        run_linear(&L, xq, xs, xp, xsp, T, use_avx2, nt, yt, y);
+        run_linear(&L, xq, xs, xp, xsp, T, use_avx2, nt, y);
     }
     free(xp);
     free(xsp);
-    free(yt);
     free_linear(&L);
     return st;
 }
@@ -347,11 +340,10 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
     int8_t *xq = sp_alloc(NI > NC ? NI : NC);
     float *xs = sp_alloc(sizeof(float) * (size_t)tiles * SP_TILE);
     int8_t *xp = avx ? sp_alloc((size_t)tiles * SP_TILE * (size_t)(I > C ? I : C)) : NULL;
-    float *yt = avx ? sp_alloc(sizeof(float) * (size_t)tiles * SP_TILE * (size_t)(I > C ? I : C)) : NULL;
     const size_t scratch_per = (size_t)Tmax * Tmax + (size_t)(C / H) * Tmax;
     float *scratch = sp_alloc(sizeof(float) * scratch_per * (size_t)nt);
     sp_status st = SP_OK;
-    if (!off || !h || !q || !k || !v || !ctx || !ff || !xq || !xs || !scratch || (avx && (!xp || !yt))) st = SP_ERR_NOMEM;
+    if (!off || !h || !q || !k || !v || !ctx || !ff || !xq || !xs || !scratch || (avx && !xp)) st = SP_ERR_NOMEM;
     double t_lin = 0, t_att = 0, t_start = SP_NOW(), t0;
     if (st == SP_OK) {
         memset(xs, 0, sizeof(float) * (size_t)tiles * SP_TILE);
@@ -385,9 +377,9 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
             const float *ln = m->ln + (size_t)l * 4 * C;
             t0 = SP_NOW();
             quantize_pack(h, N, C, xq, xs, xp, avx, nt);
-            run_linear(&lin[0], xq, xs, xp, xs, N, avx, nt, yt, q);
-            run_linear(&lin[1], xq, xs, xp, xs, N, avx, nt, yt, k);
-            run_linear(&lin[2], xq, xs, xp, xs, N, avx, nt, yt, v);
+            run_linear(&lin[0], xq, xs, xp, xs, N, avx, nt, q);
+            run_linear(&lin[1], xq, xs, xp, xs, N, avx, nt, k);
+            run_linear(&lin[2], xq, xs, xp, xs, N, avx, nt, v);
             t_lin += SP_NOW() - t0;
             t0 = SP_NOW();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
@@ -404,12 +396,12 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
             t_att += SP_NOW() - t0;
             t0 = SP_NOW();
             quantize_pack(ctx, N, C, xq, xs, xp, avx, nt);
-            run_linear(&lin[3], xq, xs, xp, xs, N, avx, nt, yt, q); /* q <- attention output projection */
+            run_linear(&lin[3], xq, xs, xp, xs, N, avx, nt, q); /* q <- attention output projection */
             t_lin += SP_NOW() - t0;
             SP_LN(h, q, ln, ln + C, h);
             t0 = SP_NOW();
             quantize_pack(h, N, C, xq, xs, xp, avx, nt);
-            run_linear(&lin[4], xq, xs, xp, xs, N, avx, nt, yt, ff);
+            run_linear(&lin[4], xq, xs, xp, xs, N, avx, nt, ff);
             t_lin += SP_NOW() - t0;
             {
                 const size_t chunk = (NI + (size_t)nt - 1) / (size_t)nt;
@@ -423,7 +415,7 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
             }
             t0 = SP_NOW();
             quantize_pack(ff, N, I, xq, xs, xp, avx, nt);
-            run_linear(&lin[5], xq, xs, xp, xs, N, avx, nt, yt, q);
+            run_linear(&lin[5], xq, xs, xp, xs, N, avx, nt, q);
             t_lin += SP_NOW() - t0;
             SP_LN(h, q, ln + 2 * C, ln + 3 * C, h);
         }
@@ -457,6 +449,6 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
         timings[2] += total - t_lin - t_att;
         timings[3] += total;
     }
-    free(off); free(h); free(q); free(k); free(v); free(ctx); free(ff); free(xq); free(xs); free(xp); free(yt); free(scratch);
+    free(off); free(h); free(q); free(k); free(v); free(ctx); free(ff); free(xq); free(xs); free(xp); free(scratch);
     return st;
 }
