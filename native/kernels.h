@@ -27,6 +27,50 @@ static float quantize_row(const float *x, int32_t C, int8_t *q) {
     return s;
 }
 
+#if SP_X86
+#include <immintrin.h>
+/* AVX2 version of quantize_row, bit-identical: same max, same product scale, correctly rounded
+ * division, round-half-even (vroundps), clamp, saturating packs. */
+SP_AVX2 static float quantize_row_avx2(const float *x, int32_t C, int8_t *q) {
+    const __m256 signmask = _mm256_set1_ps(-0.0f);
+    __m256 vmax = _mm256_setzero_ps();
+    int32_t c = 0;
+    for (; c + 8 <= C; c += 8) vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(signmask, _mm256_loadu_ps(x + c)));
+    float buf[8], amax = 0.f;
+    _mm256_storeu_ps(buf, vmax);
+    for (int i = 0; i < 8; i++) amax = buf[i] > amax ? buf[i] : amax;
+    for (; c < C; c++) {
+        float a = fabsf(x[c]);
+        amax = a > amax ? a : amax;
+    }
+    if (amax == 0.f) {
+        memset(q, 0, (size_t)C);
+        return 0.f;
+    }
+    const float s = amax * (1.0f / 127.0f);
+    const __m256 vs = _mm256_set1_ps(s), hi = _mm256_set1_ps(127.f), lo = _mm256_set1_ps(-127.f);
+    c = 0;
+    for (; c + 32 <= C; c += 32) {
+        __m256i i4[4];
+        for (int k = 0; k < 4; k++) {
+            __m256 v = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x + c + 8 * k), vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            i4[k] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi));
+        }
+        __m256i p01 = _mm256_packs_epi32(i4[0], i4[1]); /* lanes interleaved: fixed below */
+        __m256i p23 = _mm256_packs_epi32(i4[2], i4[3]);
+        __m256i b = _mm256_packs_epi16(p01, p23);
+        b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(q + c), b);
+    }
+    for (; c < C; c++) {
+        float v = nearbyintf(x[c] / s);
+        v = v > 127.f ? 127.f : (v < -127.f ? -127.f : v);
+        q[c] = (int8_t)v;
+    }
+    return s;
+}
+#endif
+
 /* Scalar reference. xq: (T, in), xs: (T), y: (T, out); rows o0 .. o1-1 of tokens t0 .. t1-1. */
 static void lin_scalar(const sp_lin *L, const int8_t *xq, const float *xs, int32_t t0, int32_t t1, int32_t o0, int32_t o1,
                        float *y) {

@@ -234,8 +234,16 @@ static int nthreads(int32_t threads) {
 /* x: (N, C) float -> xq (N, C), xs (N); and, for AVX2, the packed tiles xp (tiles, C/4, 16, 4). */
 static void quantize_pack(const float *x, int32_t N, int32_t C, int8_t *xq, float *xs, int8_t *xp, int use_avx2, int nt) {
     const int32_t tiles = (N + SP_TILE - 1) / SP_TILE;
+#if SP_X86
+    if (use_avx2) {
 #pragma omp parallel for schedule(static) num_threads(nt)
-    for (int32_t t = 0; t < N; t++) xs[t] = quantize_row(x + (size_t)t * C, C, xq + (size_t)t * C);
+        for (int32_t t = 0; t < N; t++) xs[t] = quantize_row_avx2(x + (size_t)t * C, C, xq + (size_t)t * C);
+    } else
+#endif
+    {
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (int32_t t = 0; t < N; t++) xs[t] = quantize_row(x + (size_t)t * C, C, xq + (size_t)t * C);
+    }
     if (!use_avx2) return;
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int32_t i = 0; i < tiles; i++) {

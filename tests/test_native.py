@@ -120,3 +120,17 @@ def test_quantize_symmetric_roundtrip():
     q, s = quantize_symmetric(w)
     assert s[2] == 1 and (q[2] == 0).all() and np.abs(q).max() == 127 and (s > 0).all()
     np.testing.assert_allclose(q * s[:, None], w, atol=s.max() / 2 + 1e-7)
+
+
+def test_whole_forward_identical_across_kernels(tmp_path):
+    """The AVX2 build of every op is the same arithmetic (no FMA contraction, no reassociation)."""
+    if len(KERNELS) < 2:
+        pytest.skip("no AVX2 on this CPU: only the scalar kernels exist here")
+    _tiny_model(tmp_path)
+    data = load_model(tmp_path)
+    rng = np.random.default_rng(5)
+    lens = np.array([1, 9, 33, 40, 17])
+    ids = rng.integers(0, TINY_CONFIG["vocab_size"], lens.sum())
+    a = NativeModel(data, kernel="scalar").forward(ids, lens)
+    b = NativeModel(data, kernel="avx2").forward(ids, lens)
+    np.testing.assert_array_equal(a, b)
