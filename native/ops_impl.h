@@ -98,6 +98,16 @@ SP_OPS_ATTR static void SP_FN(attention_seq)(const float *q, const float *k, con
     }
 }
 
+/* y = x @ wt + b with wt: (in, out) (a transposed dense weight), vectorised over the outputs. */
+SP_OPS_ATTR static void SP_FN(dense_t)(const float *wt, const float *b, const float *x, int32_t in, int32_t out, float *y) {
+    for (int32_t o = 0; o < out; o++) y[o] = b[o];
+    for (int32_t c = 0; c < in; c++) {
+        const float xc = x[c];
+        const float *wr = wt + (size_t)c * out;
+        for (int32_t o = 0; o < out; o++) y[o] += xc * wr[o];
+    }
+}
+
 #undef SP_FN
 #undef SP_CAT
 #undef SP_CAT2

@@ -26,7 +26,8 @@ struct sp_model {
     float *emb_g, *emb_b;
     sp_lin *lin;       /* (L, 6): query, key, value, attn_out, ffn_in, ffn_out */
     float *ln;         /* (L, 4, C): attn gamma, attn beta, ffn gamma, ffn beta */
-    float *pool_w, *pool_b, *cls_w, *cls_b;
+    float *pool_wt; /* (C_in, C_out): the pooler weight transposed */
+    float *pool_b, *cls_w, *cls_b;
 };
 
 static const char *const sp_messages[] = {
@@ -146,7 +147,7 @@ void sp_model_free(sp_model *m) {
     free(m->token_type);
     free(m->emb_g);
     free(m->emb_b);
-    free(m->pool_w);
+    free(m->pool_wt);
     free(m->pool_b);
     free(m->cls_w);
     free(m->cls_b);
@@ -195,7 +196,17 @@ sp_status sp_model_create(const sp_config *cfg, const sp_weights *w, sp_kernel k
     if (st == SP_OK) m->token_type = copy_f32(w->token_type, (size_t)C, &m->bytes, &st);
     if (st == SP_OK) m->emb_g = copy_f32(w->emb_ln_gamma, (size_t)C, &m->bytes, &st);
     if (st == SP_OK) m->emb_b = copy_f32(w->emb_ln_beta, (size_t)C, &m->bytes, &st);
-    if (st == SP_OK) m->pool_w = copy_f32(w->pooler_w, (size_t)C * C, &m->bytes, &st);
+    if (st == SP_OK) {
+        float *pw = copy_f32(w->pooler_w, (size_t)C * C, &m->bytes, &st);
+        if (pw) {
+            m->pool_wt = sp_alloc(sizeof(float) * (size_t)C * C);
+            if (!m->pool_wt) st = SP_ERR_NOMEM;
+            else
+                for (int32_t o = 0; o < C; o++)
+                    for (int32_t c = 0; c < C; c++) m->pool_wt[(size_t)c * C + o] = pw[(size_t)o * C + c];
+            free(pw);
+        }
+    }
     if (st == SP_OK) m->pool_b = copy_f32(w->pooler_b, (size_t)C, &m->bytes, &st);
     if (st == SP_OK) m->cls_w = copy_f32(w->classifier_w, (size_t)cfg->num_labels * C, &m->bytes, &st);
     if (st == SP_OK) m->cls_b = copy_f32(w->classifier_b, (size_t)cfg->num_labels, &m->bytes, &st);
@@ -429,15 +440,13 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
         }
 #undef SP_LN
         /* pooler (tanh dense on [CLS]) + classifier + softmax, per sequence */
+#pragma omp parallel for schedule(static) num_threads(nt)
         for (int32_t s = 0; s < n_seqs; s++) {
             const float *cls = h + (size_t)off[s] * C;
-            float *pooled = ctx; /* reuse: (C) */
-            for (int32_t o = 0; o < C; o++) {
-                float a = m->pool_b[o];
-                const float *wr = m->pool_w + (size_t)o * C;
-                for (int32_t c = 0; c < C; c++) a += wr[c] * cls[c];
-                pooled[o] = tanhf(a);
-            }
+            float *pooled = ctx + (size_t)s * C; /* reuse ctx: (n_seqs, C) fits since n_seqs <= N */
+            if (avx) dense_t_avx2(m->pool_wt, m->pool_b, cls, C, C, pooled);
+            else dense_t_ref(m->pool_wt, m->pool_b, cls, C, C, pooled);
+            for (int32_t o = 0; o < C; o++) pooled[o] = tanhf(pooled[o]);
             float *pr = probs + (size_t)s * K, mx = -INFINITY, sum = 0.f;
             for (int32_t j = 0; j < K; j++) {
                 float a = m->cls_b[j];
