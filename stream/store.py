@@ -73,6 +73,19 @@ class StoreError(RuntimeError):
     """The database is unusable (newer schema, corrupt file)."""
 
 
+def _window(topics: Sequence[str], start_ms: int | None, end_ms: int | None) -> tuple[str, list]:
+    """SQL condition (on ``matches m``) and arguments for topics in [start_ms, end_ms)."""
+    where = [f"m.topic IN ({','.join('?' * len(topics))})"]
+    args: list = [*topics]
+    if start_ms is not None:
+        where.append("m.created_ms >= ?")
+        args.append(int(start_ms))
+    if end_ms is not None:
+        where.append("m.created_ms < ?")
+        args.append(int(end_ms))
+    return " AND ".join(where), args
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -258,19 +271,12 @@ class Store:
             raise ValueError("bucket_ms must be positive")
         if not topics:
             return []
-        where = [f"m.topic IN ({','.join('?' * len(topics))})"]
-        args: list = [*topics]
-        if start_ms is not None:
-            where.append("m.created_ms >= ?")
-            args.append(int(start_ms))
-        if end_ms is not None:
-            where.append("m.created_ms < ?")
-            args.append(int(end_ms))
+        where, args = _window(topics, start_ms, end_ms)
         q = f"""
             SELECT m.topic, (m.created_ms / ?) * ? AS bucket, COUNT(*) AS volume,
                    SUM(s.label = 0), SUM(s.label = 1), SUM(s.label = 2), AVG(s.polarity)
             FROM matches m JOIN scores s ON s.post_id = m.post_id
-            WHERE {' AND '.join(where)}
+            WHERE {where}
             GROUP BY m.topic, bucket ORDER BY m.topic, bucket"""
         rows = self.con.execute(q, [int(bucket_ms), int(bucket_ms), *args]).fetchall()
         return [
@@ -283,18 +289,11 @@ class Store:
         order_sql = {"recent": "p.created_ms DESC", "positive": "s.polarity DESC, p.created_ms DESC", "negative": "s.polarity ASC, p.created_ms DESC"}[order]
         if not topics:
             return []
-        where = [f"m.topic IN ({','.join('?' * len(topics))})"]
-        args: list = [*topics]
-        if start_ms is not None:
-            where.append("m.created_ms >= ?")
-            args.append(int(start_ms))
-        if end_ms is not None:
-            where.append("m.created_ms < ?")
-            args.append(int(end_ms))
+        where, args = _window(topics, start_ms, end_ms)
         q = f"""
             SELECT p.id, p.created_ms, p.text, p.author, s.label, s.p_neg, s.p_neu, s.p_pos, s.polarity, group_concat(m.topic, ',')
             FROM matches m JOIN posts p ON p.id = m.post_id JOIN scores s ON s.post_id = p.id
-            WHERE {' AND '.join(where)}
+            WHERE {where}
             GROUP BY p.id ORDER BY {order_sql} LIMIT ?"""
         rows = self.con.execute(q, [*args, int(limit)]).fetchall()
         keys = ("id", "created_ms", "text", "author", "label", "p_neg", "p_neu", "p_pos", "polarity", "topics")
