@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--data", default=None)
     ev.add_argument("--out", default=None, help="write the JSON here (default: MODEL_DIR/runtime_eval.json)")
 
+    rs = sub.add_parser("results", help="collect the students' metrics.json into compression/RESULTS.md")
+    rs.add_argument("--runs", default="runs", help="folder holding the student run directories")
+
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     from .data import DataNotFound
@@ -102,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
             from .export import export_runtime_model
 
             print(export_runtime_model(params, model.cfg, args.out, max_len=args.max_len, demojize=demojize, masks=masks))
+            return 0
+        if args.cmd == "results":
+            from .results import write_results
+
+            print(write_results(args.runs))
             return 0
         if args.cmd == "evaluate-runtime":
             from pathlib import Path

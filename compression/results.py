@@ -1,0 +1,39 @@
+"""The students' results table (compression/RESULTS.md), built from each run's metrics.json."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+__all__ = ["write_results"]
+
+_OUT = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def write_results(runs: str | Path = "runs", out: Path = _OUT) -> Path:
+    rows = []
+    for m in sorted(Path(runs).glob("*/metrics.json")):
+        d = json.loads(m.read_text())
+        if "recovery" not in d:
+            continue  # the teacher's run has no recovery figure
+        cfg = json.loads((m.parent / "config.json").read_text())["config"]
+        pattern = {(1, 4): "4-block", (1, 1): "unstructured"}.get(tuple(d["group_shape"]), "x".join(map(str, d["group_shape"])))
+        rows.append(
+            f"| {m.parent.name} | {d['num_layers']} | {100 * d['sparsity']:.1f}% | {pattern if d['method'] != 'none' else '-'} | {d['method']} | "
+            f"{100 * d['valid']['macro_recall']:.2f} | {100 * d['test']['macro_recall']:.2f} | {100 * d['recovery']['test']:.1f}% | "
+            f"{(d.get('wall_time_s') or 0) / 3600:.2f} h | `python -m compression student --config {cfg['name'].replace('-', '_')} --run-dir {m.parent}` |"
+        )
+    teacher = json.loads((Path("models/teacher/metrics.json")).read_text()) if Path("models/teacher/metrics.json").is_file() else None
+    head = [
+        "# Compression results",
+        "",
+        "Macro-averaged recall (%) on the validation split and the SemEval-2017 test set; recovery = student test / teacher test;",
+        "sparsity = measured fraction of zero weights in the encoder's linear layers; wall time on 2 Zen 3 cores.",
+        "Regenerate with `python -m compression results` after `python -m compression student ...` runs.",
+        "",
+    ]
+    if teacher:
+        head.append(f"Teacher (`models/teacher`): valid {100 * teacher['valid']['macro_recall']:.2f}, test {100 * teacher['test']['macro_recall']:.2f}.")
+        head.append("")
+    head += ["| run | layers | sparsity | pattern | method | valid | test | recovery | wall time | command |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    out.write_text("\n".join(head + (rows or ["| (no finished student yet) | | | | | | | | | |"])) + "\n")
+    return out
