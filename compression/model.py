@@ -83,6 +83,14 @@ def _dense_init(std: float = 0.02):
     return nn.initializers.normal(stddev=std)
 
 
+def quant_rows(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Symmetric INT8 along the last axis: (q as int32, scale with a trailing axis of 1)."""
+    amax = jnp.max(jnp.abs(x), axis=-1, keepdims=True)
+    s = amax * INV127
+    q = jnp.clip(jnp.round(x / jnp.where(s > 0, s, 1.0)), -127, 127).astype(jnp.int32)
+    return q, s
+
+
 def fake_quant_rows(x: jax.Array) -> jax.Array:
     """Symmetric INT8 fake quantisation along the last axis, straight-through gradient.
 
@@ -104,6 +112,7 @@ class _Linear(nn.Module):
 
     features: int
     quantize: bool = False
+    exact_int: bool = False  # with quantize: integer accumulation exactly as C (evaluation only, no gradient)
 
     @nn.compact
     def __call__(self, x_btc: jax.Array, mask: jax.Array | None = None) -> jax.Array:
@@ -111,6 +120,12 @@ class _Linear(nn.Module):
         b_o = self.param("bias", nn.initializers.zeros, (self.features,))
         if mask is not None:
             w_oc = w_oc * mask
+        if self.quantize and self.exact_int:
+            # y = (s_t · s_o) · Σ q_x q_w + b, the C runtime's arithmetic (int32 accumulation)
+            qx, sx = quant_rows(x_btc)
+            qw, sw = quant_rows(w_oc)
+            acc = jnp.einsum("...c,oc->...o", qx, qw, preferred_element_type=jnp.int32)
+            return (sx * sw[:, 0]) * acc.astype(jnp.float32) + b_o
         if self.quantize:
             w_oc = fake_quant_rows(w_oc)
             x_btc = fake_quant_rows(x_btc)
@@ -120,6 +135,7 @@ class _Linear(nn.Module):
 class _Layer(nn.Module):
     cfg: BertConfig
     quantize: bool = False
+    exact_int: bool = False
 
     @nn.compact
     def __call__(self, h_btc, bias_b11t, masks: Mapping[str, jax.Array] | None, deterministic: bool):
@@ -127,18 +143,18 @@ class _Layer(nn.Module):
         m = masks or {}
         B, T, C = h_btc.shape
         H, D = cfg.num_heads, cfg.head_dim
-        q_bthd = _Linear(C, self.quantize, name="query")(h_btc, m.get("query")).reshape(B, T, H, D)
-        k_bthd = _Linear(C, self.quantize, name="key")(h_btc, m.get("key")).reshape(B, T, H, D)
-        v_bthd = _Linear(C, self.quantize, name="value")(h_btc, m.get("value")).reshape(B, T, H, D)
+        q_bthd = _Linear(C, self.quantize, self.exact_int, name="query")(h_btc, m.get("query")).reshape(B, T, H, D)
+        k_bthd = _Linear(C, self.quantize, self.exact_int, name="key")(h_btc, m.get("key")).reshape(B, T, H, D)
+        v_bthd = _Linear(C, self.quantize, self.exact_int, name="value")(h_btc, m.get("value")).reshape(B, T, H, D)
         scores_bhqk = jnp.einsum("bqhd,bkhd->bhqk", q_bthd, k_bthd) / math.sqrt(D) + bias_b11t
         probs_bhqk = jax.nn.softmax(scores_bhqk, axis=-1)
         probs_bhqk = nn.Dropout(cfg.attention_dropout)(probs_bhqk, deterministic=deterministic)
         ctx_btc = jnp.einsum("bhqk,bkhd->bqhd", probs_bhqk, v_bthd).reshape(B, T, C)
-        a_btc = _Linear(C, self.quantize, name="attn_out")(ctx_btc, m.get("attn_out"))
+        a_btc = _Linear(C, self.quantize, self.exact_int, name="attn_out")(ctx_btc, m.get("attn_out"))
         a_btc = nn.Dropout(cfg.hidden_dropout)(a_btc, deterministic=deterministic)
         h_btc = nn.LayerNorm(epsilon=cfg.layer_norm_eps, name="attn_ln")(h_btc + a_btc)
-        f_btf = jax.nn.gelu(_Linear(cfg.intermediate_size, self.quantize, name="ffn_in")(h_btc, m.get("ffn_in")), approximate=False)
-        f_btc = _Linear(C, self.quantize, name="ffn_out")(f_btf, m.get("ffn_out"))
+        f_btf = jax.nn.gelu(_Linear(cfg.intermediate_size, self.quantize, self.exact_int, name="ffn_in")(h_btc, m.get("ffn_in")), approximate=False)
+        f_btc = _Linear(C, self.quantize, self.exact_int, name="ffn_out")(f_btf, m.get("ffn_out"))
         f_btc = nn.Dropout(cfg.hidden_dropout)(f_btc, deterministic=deterministic)
         return nn.LayerNorm(epsilon=cfg.layer_norm_eps, name="ffn_ln")(h_btc + f_btc)
 
@@ -153,6 +169,7 @@ class BertClassifier(nn.Module):
 
     cfg: BertConfig
     quantize: bool = False  # INT8 simulation of the runtime (QAT and the reference for C)
+    exact_int: bool = False  # with quantize: exact integer accumulation (the reference for C; no gradients)
 
     @nn.compact
     def __call__(
@@ -177,7 +194,7 @@ class BertClassifier(nn.Module):
         bias_b11t = jnp.where(attention_mask_bt[:, None, None, :] > 0, 0.0, -1e9).astype(h_btc.dtype)
         masks = masks or {}
         for i in range(cfg.num_layers):
-            h_btc = _Layer(cfg, self.quantize, name=f"layer_{i}")(h_btc, bias_b11t, masks.get(f"layer_{i}"), deterministic)
+            h_btc = _Layer(cfg, self.quantize, self.exact_int, name=f"layer_{i}")(h_btc, bias_b11t, masks.get(f"layer_{i}"), deterministic)
         pooled_bc = jnp.tanh(_Linear(cfg.hidden_size, name="pooler")(h_btc[:, 0]))
         pooled_bc = nn.Dropout(cfg.hidden_dropout)(pooled_bc, deterministic=deterministic)
         logits_bk = _Linear(cfg.num_labels, name="classifier")(pooled_bc)

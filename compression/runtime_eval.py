@@ -53,7 +53,7 @@ def params_from_runtime(data) -> tuple[BertClassifier, dict, dict]:
         lp["attn_ln"] = {"scale": t[f"layer_{i}.attn_ln.gamma"], "bias": t[f"layer_{i}.attn_ln.beta"]}
         lp["ffn_ln"] = {"scale": t[f"layer_{i}.ffn_ln.gamma"], "bias": t[f"layer_{i}.ffn_ln.beta"]}
         p[f"layer_{i}"] = lp
-    return BertClassifier(cfg, quantize=True), p, masks
+    return BertClassifier(cfg, quantize=True, exact_int=True), p, masks
 
 
 def evaluate_runtime_model(model_dir: str | Path, data_root: str | None = None, threads: int = 0, with_reference: bool = True) -> dict:

@@ -9,8 +9,8 @@ from compression.prune import ones_masks
 from runtime.format import load_model
 from runtime.native import NativeModel
 
-#: C (float32, approximated exp/erf, integer accumulation) vs JAX float32 fake-quant
-PROB_ATOL = 2e-3
+#: C (float32, approximated exp/erf) vs JAX with the same integer accumulation
+PROB_ATOL = 2e-4
 
 
 def test_fake_quant_matches_runtime_quantisation():
@@ -40,7 +40,7 @@ def test_c_reproduces_jax_quantised_model(tmp_path):
     data = load_model(tmp_path)
     assert data.encoder_sparsity() == pytest.approx(0.7, abs=0.05)
     native = NativeModel(data)
-    qmodel = BertClassifier(cfg, quantize=True)
+    qmodel = BertClassifier(cfg, quantize=True, exact_int=True)
     lens = [1, 5, 12, 48, 30]
     seqs = [rng.integers(0, 200, n).astype(np.int32) for n in lens]
     probs_c = native.forward(np.concatenate(seqs), np.array(lens))
