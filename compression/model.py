@@ -152,11 +152,11 @@ class _Layer(nn.Module):
         ctx_btc = jnp.einsum("bhqk,bkhd->bqhd", probs_bhqk, v_bthd).reshape(B, T, C)
         a_btc = _Linear(C, self.quantize, self.exact_int, name="attn_out")(ctx_btc, m.get("attn_out"))
         a_btc = nn.Dropout(cfg.hidden_dropout)(a_btc, deterministic=deterministic)
-        h_btc = nn.LayerNorm(epsilon=cfg.layer_norm_eps, name="attn_ln")(h_btc + a_btc)
+        h_btc = nn.LayerNorm(epsilon=cfg.layer_norm_eps, use_fast_variance=False, name="attn_ln")(h_btc + a_btc)
         f_btf = jax.nn.gelu(_Linear(cfg.intermediate_size, self.quantize, self.exact_int, name="ffn_in")(h_btc, m.get("ffn_in")), approximate=False)
         f_btc = _Linear(C, self.quantize, self.exact_int, name="ffn_out")(f_btf, m.get("ffn_out"))
         f_btc = nn.Dropout(cfg.hidden_dropout)(f_btc, deterministic=deterministic)
-        return nn.LayerNorm(epsilon=cfg.layer_norm_eps, name="ffn_ln")(h_btc + f_btc)
+        return nn.LayerNorm(epsilon=cfg.layer_norm_eps, use_fast_variance=False, name="ffn_ln")(h_btc + f_btc)
 
 
 class BertClassifier(nn.Module):
@@ -188,7 +188,7 @@ class BertClassifier(nn.Module):
         if self.quantize:
             word = fake_quant_rows(word)  # INT8 per row
         h_btc = jnp.take(word, input_ids_bt, axis=0) + pos[None, :T] + typ[0][None, None]
-        h_btc = nn.LayerNorm(epsilon=cfg.layer_norm_eps, name="embeddings_ln")(h_btc)
+        h_btc = nn.LayerNorm(epsilon=cfg.layer_norm_eps, use_fast_variance=False, name="embeddings_ln")(h_btc)
         h_btc = nn.Dropout(cfg.hidden_dropout)(h_btc, deterministic=deterministic)
         # additive attention bias: 0 where attended, a large negative where padding
         bias_b11t = jnp.where(attention_mask_bt[:, None, None, :] > 0, 0.0, -1e9).astype(h_btc.dtype)
