@@ -77,6 +77,26 @@ class LoopSpec:
     checkpoint_every: int = 200
     log_every: int = 20
 
+    @classmethod
+    def from_config(cls, cfg, run_dir: Path, prep, state: dict, total_steps: int, step_fn: Callable, batch_fn: Callable, end_of_epoch: Callable | None, before_step: Callable | None = None) -> "LoopSpec":
+        """The fields every experiment config (teacher or student) determines the same way."""
+        return cls(
+            name=cfg.name,
+            run_dir=run_dir,
+            state=state,
+            train_ids=prep.ids["train"],
+            train_labels=prep.labels["train"],
+            batch_size=cfg.optim.batch_size,
+            total_steps=total_steps,
+            seed=cfg.run.seed,
+            step_fn=step_fn,
+            batch_fn=batch_fn,
+            before_step=before_step,
+            end_of_epoch=end_of_epoch if cfg.run.eval_every_epoch else None,
+            checkpoint_every=cfg.run.checkpoint_every,
+            log_every=cfg.run.log_every,
+        )
+
     @property
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.train_ids) / self.batch_size)

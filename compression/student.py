@@ -222,22 +222,7 @@ def train_student(cfg: StudentConfig, run_dir: str | Path, *, resume: bool = Fal
         save_json(run_dir / "history.json", {"history": st["history"], "best": st["best"]})
         return st
 
-    spec = LoopSpec(
-        name=cfg.name,
-        run_dir=run_dir,
-        state=state,
-        train_ids=prep.ids["train"],
-        train_labels=prep.labels["train"],
-        batch_size=o.batch_size,
-        total_steps=total,
-        seed=cfg.run.seed,
-        step_fn=step_fn,
-        batch_fn=batch_dict,
-        before_step=before_step,
-        end_of_epoch=end_of_epoch if cfg.run.eval_every_epoch else None,
-        checkpoint_every=cfg.run.checkpoint_every,
-        log_every=cfg.run.log_every,
-    )
+    spec = LoopSpec.from_config(cfg, run_dir, prep, state, total, step_fn, batch_dict, end_of_epoch, before_step)
     t0 = time.perf_counter()
     state = run_loop(spec, resume=resume, max_steps=max_steps, progress=progress)
     if state["step"] >= total:

@@ -197,21 +197,8 @@ def train(
         save_json(run_dir / "best.json", st["best"])
         return st
 
-    spec = LoopSpec(
-        name=cfg.name,
-        run_dir=run_dir,
-        state=state,
-        train_ids=prep.ids["train"],
-        train_labels=prep.labels["train"],
-        batch_size=o.batch_size,
-        total_steps=total_steps,
-        seed=cfg.run.seed,
-        step_fn=step_fn,
-        batch_fn=lambda b: {"input_ids": b.input_ids, "attention_mask": b.attention_mask, "labels": b.labels, "weights": b.weights},
-        end_of_epoch=end_of_epoch if cfg.run.eval_every_epoch else None,
-        checkpoint_every=cfg.run.checkpoint_every,
-        log_every=cfg.run.log_every,
-    )
+    batch_fn = lambda b: {"input_ids": b.input_ids, "attention_mask": b.attention_mask, "labels": b.labels, "weights": b.weights}  # noqa: E731
+    spec = LoopSpec.from_config(cfg, run_dir, prep, state, total_steps, step_fn, batch_fn, end_of_epoch)
     state = run_loop(spec, resume=resume, max_steps=max_steps, progress=progress)
     state["total_steps"] = total_steps
     return state
