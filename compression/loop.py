@@ -20,7 +20,7 @@ import numpy as np
 
 from .data import Batch, iter_batches
 
-__all__ = ["LoopSpec", "run_loop", "save_json", "atomic_write", "setup_logging", "log"]
+__all__ = ["LoopSpec", "run_loop", "save_json", "atomic_write", "setup_logging", "record_config", "log"]
 
 log = logging.getLogger("sparsepulse.train")
 
@@ -38,6 +38,17 @@ def atomic_write(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def record_config(run_dir: Path, record: dict, resume: bool) -> None:
+    """Write run_dir/config.json; when resuming a checkpoint, refuse a config that changed since."""
+    path = run_dir / "config.json"
+    fresh = json.loads(json.dumps(record))  # normalise tuples -> lists, as stored
+    if resume and (run_dir / "checkpoint.msgpack").exists() and path.is_file():
+        old = json.loads(path.read_text())
+        if old != fresh:
+            raise ValueError(f"{run_dir}: the config differs from the one the checkpoint was trained with; use a new --run-dir (or the old config)")
+    save_json(path, fresh)
 
 
 def setup_logging(run_dir: Path) -> None:

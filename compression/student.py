@@ -22,7 +22,7 @@ import optax
 from .configs.common import StudentConfig
 from .data import iter_batches
 from .evaluate import classification_metrics, predict_logits
-from .loop import LoopSpec, atomic_write, log, run_loop, save_json, setup_logging
+from .loop import LoopSpec, atomic_write, log, record_config, run_loop, save_json, setup_logging
 from .model import BertClassifier
 from .prune import apply_masks, cubic_sparsity, mask_sparsity, ones_masks, prune_step, pruning_steps
 from .teacher import load_teacher
@@ -141,7 +141,7 @@ def train_student(cfg: StudentConfig, run_dir: str | Path, *, resume: bool = Fal
         raise ValueError(f"pruning ends at step {prune_at[-1]} but training has only {total} steps: no recovery phase")
     tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), optax.adamw(student_lr_schedule(cfg, total, prune_at), weight_decay=o.weight_decay))
     cw = jnp.asarray(class_weights(prep.labels["train"], model.cfg.num_labels, o.class_weight_power))
-    save_json(run_dir / "config.json", {"config": dataclasses.asdict(cfg), "prune_at": prune_at, "targets": targets, "total_steps": total})
+    record_config(run_dir, {"config": dataclasses.asdict(cfg), "prune_at": prune_at, "targets": targets, "total_steps": total}, resume)
     (run_dir / "model.json").write_text(json.dumps(model.cfg.to_dict()))
     base_key = jax.random.PRNGKey(cfg.run.seed)
     T, hard = cfg.kd.temperature, cfg.kd.hardness

@@ -18,7 +18,7 @@ import optax
 from .configs.common import TeacherConfig
 from .data import SemEvalData, encode, load_semeval
 from .evaluate import classification_metrics, predict_logits
-from .loop import LoopSpec, atomic_write, log, run_loop, save_json, setup_logging
+from .loop import LoopSpec, atomic_write, log, record_config, run_loop, save_json, setup_logging
 from .model import BertClassifier, BertConfig
 from .weights import load_base_config, load_base_params, load_tokenizer
 
@@ -159,7 +159,7 @@ def train(
         "best": {"score": -1.0, "which": "", "step": 0},
         "epochs_evaluated": 0,
     }
-    save_json(run_dir / "config.json", {"config": dataclasses.asdict(cfg), "model": bcfg.to_dict()})
+    record_config(run_dir, {"config": dataclasses.asdict(cfg), "model": bcfg.to_dict()}, resume)
     base_key = jax.random.PRNGKey(cfg.run.seed)
 
     def loss_fn(p, b: dict, key):

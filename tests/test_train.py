@@ -65,3 +65,11 @@ def test_class_weights_balance_classes():
     w = class_weights(np.array([0] * 10 + [1] * 30 + [2] * 60), 3, 1.0)
     np.testing.assert_allclose(w * np.array([10, 30, 60]), [100 / 3] * 3, rtol=1e-6)
     np.testing.assert_allclose(class_weights(np.array([0, 1, 1, 2]), 3, 0.0), [1, 1, 1])
+
+
+def test_resume_refuses_a_changed_config(tiny, tmp_path):
+    cfg, prep = tiny
+    train(cfg, tmp_path, max_steps=1, prepared=prep, progress=False)
+    changed = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, learning_rate=1.0))
+    with pytest.raises(ValueError, match="config differs"):
+        train(changed, tmp_path, resume=True, max_steps=2, prepared=prep, progress=False)
