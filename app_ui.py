@@ -43,6 +43,7 @@ DEFAULT_TOPICS = {
 BUCKETS = {"15 min": 900_000, "1 hour": 3_600_000, "6 hours": 21_600_000, "1 day": 86_400_000}
 LABEL_NAMES = ("negative", "neutral", "positive")
 COLORS = {"negative": "#d62728", "neutral": "#9e9e9e", "positive": "#2ca02c"}
+CHART_WIDTH = 330  # per-topic charts sit two per row
 
 
 def default_replay_file() -> Path | None:
@@ -205,11 +206,11 @@ def topic_chart(df: pd.DataFrame, alerts: list, topic: str) -> alt.Chart:
     if a:
         ad = pd.DataFrame({"time": [pd.to_datetime(x.bucket_ms, unit="ms", utc=True) for x in a], "smoothed": [x.polarity for x in a], "z": [round(x.z, 1) for x in a]})
         layers.append(alt.Chart(ad).mark_point(shape="triangle", size=140, color="#ff7f0e", filled=True).encode(x="time:T", y="smoothed:Q", tooltip=["time:T", "z:Q"]))
-    top = alt.layer(*layers).properties(height=180)
+    top = alt.layer(*layers).properties(height=180, width=CHART_WIDTH)
     shares = d.melt(id_vars=["time"], value_vars=[f"share_{k}" for k in LABEL_NAMES], var_name="class", value_name="share")
     shares["class"] = shares["class"].str.replace("share_", "")
-    area = alt.Chart(shares).mark_area().encode(x=alt.X("time:T", title=None), y=alt.Y("share:Q", stack="normalize", title="class shares"), color=alt.Color("class:N", scale=alt.Scale(domain=list(COLORS), range=list(COLORS.values())), legend=None)).properties(height=90)
-    vol = base.mark_bar().encode(y=alt.Y("volume:Q", title="posts")).properties(height=70)
+    area = alt.Chart(shares).mark_area().encode(x=alt.X("time:T", title=None), y=alt.Y("share:Q", stack="normalize", title="class shares"), color=alt.Color("class:N", scale=alt.Scale(domain=list(COLORS), range=list(COLORS.values())), legend=None)).properties(height=90, width=CHART_WIDTH)
+    vol = base.mark_bar().encode(y=alt.Y("volume:Q", title="posts")).properties(height=70, width=CHART_WIDTH)
     return alt.vconcat(top, area, vol).properties(title=topic)
 
 
@@ -259,7 +260,7 @@ def dashboard(store: Store, worker: Worker, view: dict) -> None:
         cols = st.columns(2)
         for i, t in enumerate(chosen):
             if not df.empty and (df.topic == t).any():
-                cols[i % 2].altair_chart(topic_chart(df, alerts, t), width="stretch")
+                cols[i % 2].altair_chart(topic_chart(df, alerts, t), width="content")
     with tab_compare:
         if not df.empty:
             st.altair_chart(alt.Chart(df).mark_line().encode(x=alt.X("time:T", title=None), y=alt.Y("smoothed:Q", title="smoothed net polarity"), color="topic:N").properties(height=320), width="stretch")
