@@ -1,0 +1,73 @@
+"""Replay -> store throughput against the Scorer's raw throughput on the same posts.
+
+``python -m stream.bench --model models/X [--n 3000] [--rounds 3] [--update]``: takes the first N
+tweets of the SemEval-2017 test file that match the default dashboard topics, writes them to a
+SemEval TSV, and alternates (a) ``Scorer.score`` over all texts in batches of 64 and (b) a full
+``Pipeline`` run (replay, tracker, micro-batches of 64, SQLite store in WAL mode) into a fresh
+database. Reports posts/s of both and their ratio (target: pipeline >= 80% of raw).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from runtime import Scorer
+
+from .pipeline import Pipeline
+from .replay import ReplaySource
+from .store import Store
+from .tracker import Topic, Tracker
+
+TOPICS = {"Trump": "trump, @realdonaldtrump, #trump", "Obama": "obama, @barackobama", "Clinton": "clinton, hillary", "Thanksgiving": "thanksgiving, #thanksgiving", "Putin": "putin, russia"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stream.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", default=os.environ.get("SPARSEPULSE_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
+    ap.add_argument("--n", type=int, default=3000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--update", action="store_true", help="append the result to BENCHMARKS.md")
+    args = ap.parse_args(argv)
+    tracker = Tracker([Topic.parse(k, v) for k, v in TOPICS.items()])
+    src_file = Path(args.data) / "semeval2017-task4a/test/SemEval2017-task4-test.subtask-A.english.txt"
+    lines = [l for l in src_file.read_text(encoding="utf-8").splitlines() if len(l.split("\t")) >= 3 and tracker.match(" ".join(l.split("\t")[2:]))][: args.n]
+    tmp = Path(tempfile.mkdtemp())
+    tsv = tmp / "matched.tsv"
+    tsv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    texts = [p.text for _, p in ReplaySource(tsv).items()]
+    scorer = Scorer(args.model, threads=args.threads)
+    raw, pipe = [], []
+    for r in range(args.rounds):
+        t0 = time.perf_counter()
+        for s in range(0, len(texts), 64):
+            scorer.score(texts[s : s + 64])
+        raw.append(len(texts) / (time.perf_counter() - t0))
+        store = Store(tmp / f"db{r}.sqlite")
+        for t in tracker.topics:
+            store.save_topic(t)
+        t0 = time.perf_counter()
+        st = Pipeline(ReplaySource(tsv), scorer, store, model_name=Path(args.model).name, batch_size=64).run()
+        pipe.append(st.stored / (time.perf_counter() - t0))
+        assert st.stored == len(texts), (st.stored, len(texts))
+        print(f"round {r + 1}: raw {raw[-1]:.0f} posts/s, pipeline {pipe[-1]:.0f} posts/s", file=sys.stderr)
+    r_raw, r_pipe = statistics.median(raw), statistics.median(pipe)
+    line = f"| {Path(args.model).name} | {len(texts)} | {r_raw:.0f} | {r_pipe:.0f} | {100 * r_pipe / r_raw:.0f}% |"
+    table = "| model | posts | Scorer raw posts/s | replay -> store posts/s | ratio |\n| --- | --- | --- | --- | --- |\n" + line
+    print(table)
+    if args.update:
+        cmd = "python -m stream.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+        with open(Path(__file__).resolve().parents[1] / "BENCHMARKS.md", "a", encoding="utf-8") as f:
+            f.write(f"\n## Stream pipeline, {dt.date.today().isoformat()}\n\nCommand: `{cmd}` (medians of {args.rounds} alternating rounds, {args.threads} threads).\n\n{table}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
