@@ -1,0 +1,89 @@
+/* Native smoke test: a small random 4-block sparse model through the public API, both kernels,
+ * plus error paths. Built by tests/test_native_sanitizers.py with -fsanitize=address,undefined and
+ * run under valgrind there too (when installed). Exit status 0 = pass. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sparsepulse.h"
+
+#define C 32
+#define I 64
+#define V 50
+#define P 24
+#define L 2
+#define K 3
+
+static unsigned rng_state = 12345u;
+static float frand(void) { rng_state = rng_state * 1103515245u + 12345u; return ((rng_state >> 8) & 0xffff) / 65536.0f - 0.5f; }
+
+typedef struct { int32_t row_ptr[I + 1]; uint16_t col[I * I / 4]; int8_t val[I * I]; float scale[I], bias[I]; } lin_buf;
+
+static void make_linear(lin_buf *b, sp_linear *l, int out, int in) {
+    int nnz = 0;
+    b->row_ptr[0] = 0;
+    for (int o = 0; o < out; o++) {
+        for (int c = 0; c < in / 4; c++)
+            if (frand() > 0.2f) { /* ~30% of blocks kept */
+                b->col[nnz] = (uint16_t)c;
+                for (int k = 0; k < 4; k++) b->val[nnz * 4 + k] = (int8_t)(frand() * 250);
+                nnz++;
+            }
+        b->row_ptr[o + 1] = nnz;
+        b->scale[o] = 0.01f;
+        b->bias[o] = frand() * 0.1f;
+    }
+    l->out = out; l->in = in; l->nnz_blocks = nnz;
+    l->row_ptr = b->row_ptr; l->col_idx = b->col; l->values = b->val; l->scale = b->scale; l->bias = b->bias;
+}
+
+int main(void) {
+    static int8_t word[V * C];
+    static float word_scale[V], pos[P * C], typ[2 * C], g[C], bta[C], pw[C * C], pb[C], cw[K * C], cb[K];
+    static lin_buf bufs[L][6];
+    sp_layer layers[L];
+    for (int i = 0; i < V * C; i++) word[i] = (int8_t)(frand() * 250);
+    for (int i = 0; i < V; i++) word_scale[i] = 0.01f;
+    for (int i = 0; i < P * C; i++) pos[i] = frand() * 0.1f;
+    for (int i = 0; i < 2 * C; i++) typ[i] = frand() * 0.1f;
+    for (int i = 0; i < C; i++) { g[i] = 1.0f; bta[i] = 0.0f; pb[i] = 0.0f; }
+    for (int i = 0; i < C * C; i++) pw[i] = frand() * 0.2f;
+    for (int i = 0; i < K * C; i++) cw[i] = frand();
+    for (int i = 0; i < K; i++) cb[i] = 0.0f;
+    for (int l = 0; l < L; l++) {
+        sp_linear *ls[6] = {&layers[l].query, &layers[l].key, &layers[l].value, &layers[l].attn_out, &layers[l].ffn_in, &layers[l].ffn_out};
+        int outs[6] = {C, C, C, C, I, C}, ins[6] = {C, C, C, C, C, I};
+        for (int j = 0; j < 6; j++) make_linear(&bufs[l][j], ls[j], outs[j], ins[j]);
+        layers[l].attn_ln_gamma = g; layers[l].attn_ln_beta = bta; layers[l].ffn_ln_gamma = g; layers[l].ffn_ln_beta = bta;
+    }
+    sp_config cfg = {V, C, L, 4, I, P, 2, K, 1e-12f};
+    sp_weights w = {word, word_scale, pos, typ, g, bta, layers, pw, pb, cw, cb};
+    int32_t ids[] = {1, 5, 7, 2, 49, 0, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 9};
+    int32_t lens[] = {1, 4, 18};
+    float probs[2][3 * K];
+    for (int kern = 1; kern <= 2; kern++) {
+        sp_model *m = NULL;
+        sp_status st = sp_model_create(&cfg, &w, (sp_kernel)kern, &m);
+        if (st == SP_ERR_UNSUPPORTED) { memcpy(probs[1], probs[0], sizeof probs[0]); continue; }
+        if (st != SP_OK) { fprintf(stderr, "create: %s\n", sp_status_message(st)); return 1; }
+        double tm[4] = {0};
+        if ((st = sp_forward(m, ids, lens, 3, 2, probs[kern - 1], tm)) != SP_OK) { fprintf(stderr, "forward: %s\n", sp_status_message(st)); return 1; }
+        int32_t bad_ids[] = {1, V};
+        int32_t one[] = {2};
+        if (sp_forward(m, bad_ids, one, 1, 1, probs[kern - 1], NULL) != SP_ERR_INDEX) return 2;
+        int32_t long_len[] = {P + 1};
+        if (sp_forward(m, ids, long_len, 1, 1, probs[kern - 1], NULL) != SP_ERR_LENGTH) return 3;
+        sp_model_free(m);
+    }
+    for (int i = 0; i < 3 * K; i++)
+        if (!(fabsf(probs[0][i] - probs[1][i]) == 0.0f) || !(probs[0][i] >= 0.0f && probs[0][i] <= 1.0f)) { fprintf(stderr, "mismatch at %d\n", i); return 4; }
+    /* a corrupt block index must be refused, not read */
+    layers[0].query.col_idx = bufs[0][0].col;
+    bufs[0][0].col[0] = 60000;
+    sp_model *m = NULL;
+    if (sp_model_create(&cfg, &w, SP_KERNEL_AUTO, &m) != SP_ERR_INDEX || m != NULL) return 5;
+    sp_model_free(NULL);
+    printf("ok\n");
+    return 0;
+}
