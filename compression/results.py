@@ -35,5 +35,20 @@ def write_results(runs: str | Path = "runs", out: Path = _OUT) -> Path:
         head.append(f"Teacher (`models/teacher`): valid {100 * teacher['valid']['macro_recall']:.2f}, test {100 * teacher['test']['macro_recall']:.2f}.")
         head.append("")
     head += ["| run | layers | sparsity | pattern | method | valid | test | recovery | wall time | command |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    out.write_text("\n".join(head + (rows or ["| (no finished student yet) | | | | | | | | | |"])) + "\n")
+    body = head + (rows or ["| (no finished student yet) | | | | | | | | | |"])
+    ld = Path(runs) / "layerdrop" / "layerdrop.json"
+    if ld.is_file():
+        d = json.loads(ld.read_text())
+        body += [
+            "",
+            "## Layer dropping (6 -> 3 layers)",
+            "",
+            "Each candidate keeps three of the teacher's layers and is distilled (dense) for 1 epoch; validation decides.",
+            "Command: `python -m compression layerdrop --config student3_dense --run-dir runs/layerdrop`.",
+            "",
+            "| kept teacher layers | valid macro recall |",
+            "| --- | --- |",
+        ]
+        body += [f"| {k.replace('_', ', ')}{' (kept)' if k == d['best'] else ''} | {100 * v:.2f} |" for k, v in d["valid_macro_recall"].items()]
+    out.write_text("\n".join(body) + "\n")
     return out
