@@ -2,6 +2,8 @@
 
 `python -m compression layerdrop --config student3_dense --run-dir runs/layerdrop` compares the
 candidate keep-sets on validation; the winner is recorded in compression/RESULTS.md and set here.
+Measured (1 epoch of distillation each, validation macro recall): layers 0,2,4 72.40 (kept); 0,1,5 72.39;
+1,3,5 71.99. The teacher has 73.88.
 """
 from .recipes import dense3, tiny
 
