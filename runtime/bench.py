@@ -45,6 +45,12 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def append_benchmarks(title: str, command: str, body: str) -> None:
+    """Append a dated section (machine, command, table) to BENCHMARKS.md."""
+    with open(Path(__file__).resolve().parents[1] / "BENCHMARKS.md", "a", encoding="utf-8") as f:
+        f.write(f"\n## {title}, {dt.date.today().isoformat()}\n\nMachine: {_cpu_name()}. Command: `{command}`\n\n{body}\n")
+
+
 def _test_texts(data_root: Path) -> list[str]:
     texts = []
     for line in (data_root / TEST_FILE).read_text(encoding="utf-8").splitlines():
@@ -179,9 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     print(table)
     if args.update:
-        cmd = "python -m runtime.bench " + " ".join(argv if argv is not None else sys.argv[1:])
-        with open(Path(__file__).resolve().parents[1] / "BENCHMARKS.md", "a", encoding="utf-8") as f:
-            f.write(f"\n## Runtime benchmark, {dt.date.today().isoformat()}\n\nMachine: {_cpu_name()}. Command: `{cmd}`\n\n{table}\n")
+        append_benchmarks("Runtime benchmark", "python -m runtime.bench " + " ".join(argv if argv is not None else sys.argv[1:]), table)
     return 0
 
 

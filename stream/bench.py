@@ -9,7 +9,6 @@ database. Reports posts/s of both and their ratio (target: pipeline >= 80% of ra
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import statistics
 import sys
@@ -63,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     table = "| model | posts | Scorer raw posts/s | replay -> store posts/s | ratio |\n| --- | --- | --- | --- | --- |\n" + line
     print(table)
     if args.update:
+        from runtime.bench import append_benchmarks
+
         cmd = "python -m stream.bench " + " ".join(argv if argv is not None else sys.argv[1:])
-        with open(Path(__file__).resolve().parents[1] / "BENCHMARKS.md", "a", encoding="utf-8") as f:
-            f.write(f"\n## Stream pipeline, {dt.date.today().isoformat()}\n\nCommand: `{cmd}` (medians of {args.rounds} alternating rounds, {args.threads} threads).\n\n{table}\n")
+        append_benchmarks("Stream pipeline", cmd, f"Medians of {args.rounds} alternating rounds, {args.threads} threads.\n\n{table}")
     return 0
 
 
