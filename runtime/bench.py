@@ -51,6 +51,22 @@ def append_benchmarks(title: str, command: str, body: str) -> None:
         f.write(f"\n## {title}, {dt.date.today().isoformat()}\n\nMachine: {_cpu_name()}. Command: `{command}`\n\n{body}\n")
 
 
+def _synthetic_dir(layers: int, sparsity: float = 0.8) -> Path:
+    """A model directory with random weights (runtime.synthetic) and the committed tokenizer files."""
+    import shutil
+
+    from .format import save_model
+    from .synthetic import MINILM_CONFIG, random_tensors
+
+    d = Path(tempfile.mkdtemp()) / f"synthetic-{layers}l-{int(sparsity * 100)}-4b-int8"
+    d.mkdir()
+    cfg = {**MINILM_CONFIG, "num_layers": layers}
+    save_model(d, random_tensors(cfg, sparsity, seed=layers), config=cfg, labels=["negative", "neutral", "positive"], max_len=128, demojize=True, sparsity=sparsity)
+    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copy2(Path(__file__).resolve().parents[1] / "models" / "teacher" / f, d / f)
+    return d
+
+
 def _test_texts(data_root: Path) -> list[str]:
     texts = []
     for line in (data_root / TEST_FILE).read_text(encoding="utf-8").splitlines():
@@ -126,6 +142,7 @@ class _External:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m runtime.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", default=[], help="a runtime model directory (repeatable)")
+    ap.add_argument("--synthetic", action="append", type=int, default=[], metavar="LAYERS", help="also a random 80%% 4-block INT8 model of the real shapes with LAYERS layers (speed equals a trained one's)")
     ap.add_argument("--onnx", action="append", default=[], metavar="NAME=ENGINE:PATH", help="external engine on an ONNX file, e.g. 'ORT FP32 teacher=ort:/tmp/teacher.onnx'")
     ap.add_argument("--bench-python", default=None, help="python of the venv with onnxruntime / deepsparse")
     ap.add_argument("--data", default=os.environ.get("SPARSEPULSE_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
@@ -134,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-samples", type=int, default=200)
     ap.add_argument("--update", action="store_true", help="append the results to BENCHMARKS.md")
     args = ap.parse_args(argv)
+    for layers in args.synthetic:
+        args.model.append(str(_synthetic_dir(layers)))
     if not args.model:
-        ap.error("give at least one --model")
+        ap.error("give at least one --model or --synthetic")
     texts = _test_texts(Path(args.data))
     scorer = Scorer(args.model[0], threads=args.threads)
     t0 = time.perf_counter()
