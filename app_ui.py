@@ -13,12 +13,11 @@ import streamlit as st
 
 from stream.alerts import detect_shifts, rolling_mean, series_by_topic
 from stream.store import Store
-from stream.tracker import Topic, TopicError
+from stream.tracker import DEFAULT_TOPICS, Topic, TopicError
 from stream.worker import Worker
 
 __all__ = [
     "db_path",
-    "DEFAULT_TOPICS",
     "default_replay_file",
     "list_models",
     "ensure_defaults",
@@ -32,14 +31,6 @@ def db_path() -> Path:
     """The store the dashboard reads: $SPARSEPULSE_DB or data/sparsepulse.db."""
     return Path(os.environ.get("SPARSEPULSE_DB", REPO / "data" / "sparsepulse.db"))
 
-#: frequent subjects of the SemEval-2017 test tweets (Nov-Dec 2016), the default replay
-DEFAULT_TOPICS = {
-    "Trump": "trump, @realdonaldtrump, #trump",
-    "Obama": "obama, @barackobama",
-    "Clinton": "clinton, hillary",
-    "Thanksgiving": "thanksgiving, #thanksgiving",
-    "Putin": "putin, russia",
-}
 BUCKETS = {"15 min": 900_000, "1 hour": 3_600_000, "6 hours": 21_600_000, "1 day": 86_400_000}
 LABEL_NAMES = ("negative", "neutral", "positive")
 COLORS = {"negative": "#d62728", "neutral": "#9e9e9e", "positive": "#2ca02c"}

@@ -6,13 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.format import LINEAR_NAMES, WEIGHTS_FILE, pack_linear, quantize_symmetric, save_model
+from runtime.format import LINEAR_NAMES, TOKENIZER_FILES, WEIGHTS_FILE, pack_linear, quantize_symmetric, save_model
 from .model import LABELS, BertConfig
 from .weights import base_model_dir
 
 __all__ = ["to_runtime_tensors", "export_runtime_model", "runtime_config"]
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
 def runtime_config(cfg: BertConfig) -> dict:

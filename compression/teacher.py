@@ -12,6 +12,7 @@ import jax
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from runtime.format import TOKENIZER_FILES
 from runtime.text import NORMALIZATION_VERSION
 from .configs.common import TeacherConfig
 from .data import encode
@@ -25,7 +26,6 @@ __all__ = ["TEACHER_FORMAT", "load_run_params", "evaluate_run", "pool_logits", "
 
 TEACHER_FORMAT = "sparsepulse-dense-fp16"
 TEACHER_FORMAT_VERSION = 1
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
 def load_run_params(cfg: TeacherConfig, run_dir: str | Path) -> tuple[BertClassifier, dict]:

@@ -55,14 +55,14 @@ def _synthetic_dir(layers: int, sparsity: float = 0.8) -> Path:
     """A model directory with random weights (runtime.synthetic) and the committed tokenizer files."""
     import shutil
 
-    from .format import save_model
+    from .format import TOKENIZER_FILES, save_model
     from .synthetic import MINILM_CONFIG, random_tensors
 
     d = Path(tempfile.mkdtemp()) / f"synthetic-{layers}l-{int(sparsity * 100)}-4b-int8"
     d.mkdir()
     cfg = {**MINILM_CONFIG, "num_layers": layers}
     save_model(d, random_tensors(cfg, sparsity, seed=layers), config=cfg, labels=["negative", "neutral", "positive"], max_len=128, demojize=True, sparsity=sparsity)
-    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+    for f in TOKENIZER_FILES:
         shutil.copy2(Path(__file__).resolve().parents[1] / "models" / "teacher" / f, d / f)
     return d
 

@@ -50,6 +50,7 @@ __all__ = [
     "FORMAT_VERSION",
     "LINEAR_NAMES",
     "BLOCK",
+    "TOKENIZER_FILES",
     "INV127",
     "quantize_symmetric",
     "pack_linear",
@@ -83,6 +84,8 @@ QUANTIZATION = {
     "rounding": "half-even",
 }
 MAX_FILE_BYTES = 2 << 30
+#: tokenizer files a model directory carries (copied from the base model)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 #: fl32(1/127): the quantisation scale is max|x| * INV127 (see the module docstring)
 INV127 = np.float32(1.0 / 127.0)
 

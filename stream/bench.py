@@ -21,9 +21,8 @@ from runtime import Scorer
 from .pipeline import Pipeline
 from .replay import ReplaySource
 from .store import Store
-from .tracker import Topic, Tracker
+from .tracker import DEFAULT_TOPICS, Topic, Tracker
 
-TOPICS = {"Trump": "trump, @realdonaldtrump, #trump", "Obama": "obama, @barackobama", "Clinton": "clinton, hillary", "Thanksgiving": "thanksgiving, #thanksgiving", "Putin": "putin, russia"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--update", action="store_true", help="append the result to BENCHMARKS.md")
     args = ap.parse_args(argv)
-    tracker = Tracker([Topic.parse(k, v) for k, v in TOPICS.items()])
+    tracker = Tracker([Topic.parse(k, v) for k, v in DEFAULT_TOPICS.items()])
     src_file = Path(args.data) / "semeval2017-task4a/test/SemEval2017-task4-test.subtask-A.english.txt"
     lines = [l for l in src_file.read_text(encoding="utf-8").splitlines() if len(l.split("\t")) >= 3 and tracker.match(" ".join(l.split("\t")[2:]))][: args.n]
     tmp = Path(tempfile.mkdtemp())

@@ -18,8 +18,16 @@ import threading
 import unicodedata
 from typing import Iterable, Sequence
 
-__all__ = ["Topic", "Tracker", "parse_terms", "TopicError"]
+__all__ = ["Topic", "Tracker", "parse_terms", "TopicError", "DEFAULT_TOPICS"]
 
+#: frequent subjects of the SemEval-2017 test tweets (Nov-Dec 2016): the dashboard's default replay topics
+DEFAULT_TOPICS = {
+    "Trump": "trump, @realdonaldtrump, #trump",
+    "Obama": "obama, @barackobama",
+    "Clinton": "clinton, hillary",
+    "Thanksgiving": "thanksgiving, #thanksgiving",
+    "Putin": "putin, russia",
+}
 _MAX_TERMS = 100
 _MAX_TERM_LEN = 128
 

@@ -19,7 +19,7 @@ def synthetic_model_dir(tmp_path_factory) -> Path:
     """A model directory in the runtime format: random small encoder, the real tokenizer (max_len 16)."""
     import shutil
 
-    from compression.export import TOKENIZER_FILES
+    from runtime.format import TOKENIZER_FILES
     from compression.weights import base_model_dir
     from runtime.format import save_model
     from runtime.synthetic import MINILM_CONFIG, random_tensors
