@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.sparsepulse-installed
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip "setuptools>=77"  # 77+: SPDX licence field; also for `python runtime/_build.py`
 
 $(STAMP): pyproject.toml runtime/_build.py $(wildcard native/*.c native/*.h) | $(PY)
 	$(PY) -m pip install -q -e '.[test]'

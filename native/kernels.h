@@ -88,16 +88,18 @@ static void lin_scalar(const sp_lin *L, const int8_t *xq, const float *xs, int32
     }
 }
 
-/* Pack one tile of SP_TILE tokens for the AVX2 kernel: xp: (in/4, SP_TILE, 4); missing tokens are 0. */
-static void pack_tile(const int8_t *xq, int32_t in, int32_t t0, int32_t nt, int8_t *xp) {
+/* Pack one tile of SP_TILE tokens for the AVX2 kernel, widened to int16 once here rather than
+ * once per use in the kernel: xp: (in/4, SP_TILE, 4) int16; missing tokens are 0. */
+static void pack_tile(const int8_t *xq, int32_t in, int32_t t0, int32_t nt, int16_t *xp) {
     const int32_t nb = in / 4;
-    for (int32_t c = 0; c < nb; c++) {
-        int8_t *dst = xp + (size_t)c * SP_TILE * 4;
-        for (int32_t t = 0; t < SP_TILE; t++) {
-            if (t < nt)
-                memcpy(dst + t * 4, xq + (size_t)(t0 + t) * in + (size_t)c * 4, 4);
-            else
-                memset(dst + t * 4, 0, 4);
+    for (int32_t t = 0; t < SP_TILE; t++) {
+        if (t < nt) {
+            const int8_t *src = xq + (size_t)(t0 + t) * in;
+            for (int32_t c = 0; c < nb; c++)
+                for (int32_t k = 0; k < 4; k++) xp[((size_t)c * SP_TILE + t) * 4 + k] = src[c * 4 + k];
+        } else {
+            for (int32_t c = 0; c < nb; c++)
+                for (int32_t k = 0; k < 4; k++) xp[((size_t)c * SP_TILE + t) * 4 + k] = 0;
         }
     }
 }
@@ -122,45 +124,47 @@ SP_AVX2 static inline void transpose8(__m256 r[8]) {
     }
 }
 
-/* AVX2, exact: int8 -> int16 sign extension, vpmaddwd pairs (|x|,|w| <= 127: products and pair sums
- * fit int16 x int16 -> int32 with no saturation), int32 accumulation (a row has at most in/4 blocks:
- * |acc| <= in * 127 * 127 < 2^31 for in < 133,000). One tile: 16 tokens t0 .. t0+nt-1, rows o0 .. o1-1.
- * xp: (in/4, 16, 4) packed tile; xs: (16) scales (0 for padding tokens);
+/* AVX2, exact: int16 activations (widened in pack_tile), vpmaddwd pairs (|x|,|w| <= 127: products
+ * and pair sums fit int16 x int16 -> int32 with no saturation), int32 accumulation (a row has at
+ * most in/4 blocks: |acc| <= in * 127 * 127 < 2^31 for in < 133,000).
+ * One tile: SP_TILE tokens t0 .. t0+nt-1, rows o0 .. o1-1. Per 4-block: one 64-bit broadcast of the
+ * weights, SP_TILE/4 loads and vpmaddwd (4 tokens x 4 inputs each).
+ * xp: (in/4, SP_TILE, 4) packed int16 tile (64-byte aligned); xs: (SP_TILE) scales (0 for padding);
  * y: (T, out) row-major, written directly (8 rows at a time, transposed in registers). */
-SP_AVX2 static void lin_tile_avx2(const sp_lin *L, const int8_t *xp, const float *xs, int32_t o0, int32_t o1, int32_t t0, int32_t nt,
+#define SP_ACC (SP_TILE / 4) /* accumulators per row */
+#define SP_OCT (SP_TILE / 8) /* groups of 8 tokens */
+SP_AVX2 static void lin_tile_avx2(const sp_lin *L, const int16_t *xp, const float *xs, int32_t o0, int32_t o1, int32_t t0, int32_t nt,
                                   float *y) {
-    const __m256 s_lo = _mm256_loadu_ps(xs), s_hi = _mm256_loadu_ps(xs + 8);
+    __m256 s8[SP_OCT];
+    for (int32_t m = 0; m < SP_OCT; m++) s8[m] = _mm256_loadu_ps(xs + 8 * m);
     const int64_t *w64 = (const int64_t *)L->w16;
     for (int32_t og = o0; og < o1; og += 8) {
         const int32_t ng = o1 - og < 8 ? o1 - og : 8;
-        __m256 res_lo[8], res_hi[8];
+        __m256 res[SP_OCT][8];
         for (int32_t r = 0; r < 8; r++) {
             if (r >= ng) {
-                res_lo[r] = res_hi[r] = _mm256_setzero_ps();
+                for (int32_t m = 0; m < SP_OCT; m++) res[m][r] = _mm256_setzero_ps();
                 continue;
             }
             const int32_t o = og + r;
-            __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+            __m256i a[SP_ACC];
+            for (int32_t k = 0; k < SP_ACC; k++) a[k] = _mm256_setzero_si256();
             const int32_t end = L->row_ptr[o + 1];
             for (int32_t b = L->row_ptr[o]; b < end; b++) {
                 const __m256i w = _mm256_set1_epi64x(w64[b]);
-                const int8_t *p = xp + (size_t)L->col_idx[b] * (SP_TILE * 4);
-                a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p)), w));
-                a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 16))), w));
-                a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 32))), w));
-                a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 48))), w));
+                const __m256i *p = (const __m256i *)(xp + (size_t)L->col_idx[b] * (SP_TILE * 4));
+                for (int32_t k = 0; k < SP_ACC; k++) a[k] = _mm256_add_epi32(a[k], _mm256_madd_epi16(_mm256_load_si256(p + k), w));
             }
-            /* a0 holds two partial sums per token for tokens 0..3; hadd + lane fix-up -> tokens 0..7 */
-            __m256i lo = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a0, a1), 0xD8);
-            __m256i hi = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a2, a3), 0xD8);
+            /* a[k] holds two partial sums per token for tokens 4k..4k+3; hadd + lane fix-up -> 8 tokens */
             const __m256 sc = _mm256_set1_ps(L->scale[o]), bi = _mm256_set1_ps(L->bias[o]);
-            res_lo[r] = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(s_lo, sc), _mm256_cvtepi32_ps(lo)), bi);
-            res_hi[r] = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(s_hi, sc), _mm256_cvtepi32_ps(hi)), bi);
+            for (int32_t m = 0; m < SP_OCT; m++) {
+                const __m256i t8 = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a[2 * m], a[2 * m + 1]), 0xD8);
+                res[m][r] = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(s8[m], sc), _mm256_cvtepi32_ps(t8)), bi);
+            }
         }
-        transpose8(res_lo); /* res_lo[j] = token j, rows og .. og+7 */
-        transpose8(res_hi);
+        for (int32_t m = 0; m < SP_OCT; m++) transpose8(res[m]); /* res[m][j] = token 8m+j, rows og .. og+7 */
         for (int32_t j = 0; j < nt; j++) {
-            const __m256 v = j < 8 ? res_lo[j] : res_hi[j - 8];
+            const __m256 v = res[j / 8][j % 8];
             float *dst = y + (size_t)(t0 + j) * L->out + og;
             if (ng == 8) {
                 _mm256_storeu_ps(dst, v);

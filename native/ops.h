@@ -1,6 +1,7 @@
 /* FP32 operations of the encoder: exp / erf approximations, LayerNorm, GELU, softmax, attention.
- * Written as plain loops that vectorise; compiled twice (ops_impl.h): a baseline build (the
- * reference) and an AVX2+FMA build (SP_AVX2), selected at run time with the linear kernels. */
+ * Written as plain loops; compiled twice (ops_impl.h): a baseline build (the reference) and an
+ * AVX2+FMA build (SP_AVX2), selected at run time with the linear kernels. GELU and attention,
+ * which the compiler cannot vectorise (exp / erf), are written by hand for AVX2 (ops_avx2.h). */
 #ifndef SP_OPS_H
 #define SP_OPS_H
 #include "sp_internal.h"
@@ -18,9 +19,12 @@
 #if SP_X86
 #define SP_OPS_SUFFIX _avx2
 #define SP_OPS_ATTR SP_AVX2
+#define SP_OPS_HAND_VECTORISED
 #include "ops_impl.h"
+#undef SP_OPS_HAND_VECTORISED
 #undef SP_OPS_SUFFIX
 #undef SP_OPS_ATTR
+#include "ops_avx2.h"
 #endif
 
 #endif

@@ -30,44 +30,64 @@ SP_OPS_ATTR static inline float SP_FN(sp_erf)(float x) {
     return x < 0.f ? -y : y;
 }
 
-/* out = LayerNorm(x + r) row-wise; x, r, out: (T, C); r may be NULL; out may alias x. */
+/* Sum of n floats in a fixed order that vectorises without reassociation: 8 running lanes
+ * (element c goes to lane c % 8), the tail (n % 8) added to lanes 0.., then the lanes combined
+ * pairwise ((0+1)+(2+3))+((4+5)+(6+7)). ops_avx2.h reproduces this order exactly. */
+SP_OPS_ATTR static inline float SP_FN(sp_sum8)(const float *x, int32_t n) {
+    float a[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    int32_t c = 0;
+    for (; c + 8 <= n; c += 8)
+        for (int k = 0; k < 8; k++) a[k] += x[c + k];
+    for (int k = 0; c < n; c++, k++) a[k] += x[c];
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+/* out = LayerNorm(x + r) row-wise; x, r, out: (T, C); r may be NULL; out may alias x.
+ * Mean and variance are sums in the sp_sum8 order (the variance over (v - mean)^2 held in out). */
 SP_OPS_ATTR static void SP_FN(layernorm_add)(const float *x, const float *r, int32_t T, int32_t C, const float *gamma,
                                              const float *beta, float eps, float *out) {
     for (int32_t t = 0; t < T; t++) {
         const float *xr = x + (size_t)t * C;
         const float *rr = r ? r + (size_t)t * C : NULL;
         float *o = out + (size_t)t * C;
-        float mean = 0.f, var = 0.f;
-        for (int32_t c = 0; c < C; c++) {
-            float v = xr[c] + (rr ? rr[c] : 0.f);
-            o[c] = v;
-            mean += v;
+        for (int32_t c = 0; c < C; c++) o[c] = xr[c] + (rr ? rr[c] : 0.f);
+        const float mean = SP_FN(sp_sum8)(o, C) / (float)C;
+        float var = 0.f;
+        {
+            float a[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+            int32_t c = 0;
+            for (; c + 8 <= C; c += 8)
+                for (int k = 0; k < 8; k++) {
+                    const float d = o[c + k] - mean;
+                    a[k] += d * d;
+                }
+            for (int k = 0; c < C; c++, k++) {
+                const float d = o[c] - mean;
+                a[k] += d * d;
+            }
+            var = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
         }
-        mean /= (float)C;
-        for (int32_t c = 0; c < C; c++) {
-            float d = o[c] - mean;
-            var += d * d;
-        }
-        float inv = 1.f / sqrtf(var / (float)C + eps);
+        const float inv = 1.f / sqrtf(var / (float)C + eps);
         for (int32_t c = 0; c < C; c++) o[c] = (o[c] - mean) * inv * gamma[c] + beta[c];
     }
 }
 
+#ifndef SP_OPS_HAND_VECTORISED /* the AVX2 build takes these two from ops_avx2.h */
 /* x <- x * Φ(x) = 0.5 x (1 + erf(x / √2)), exact-erf GELU as in BERT. */
 SP_OPS_ATTR static void SP_FN(gelu_inplace)(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.f + SP_FN(sp_erf)(x[i] * 0.70710678118654752f));
 }
 
-/* Scaled dot-product attention of one sequence, all heads.
+/* Scaled dot-product attention of one sequence, heads h0 .. h1-1.
  * q, k, v: (T, C) rows of this sequence (head h = columns h*D .. h*D+D-1); ctx: (T, C) out.
  * scratch: (T * T + D * T) floats. */
 SP_OPS_ATTR static void SP_FN(attention_seq)(const float *q, const float *k, const float *v, int32_t T, int32_t C, int32_t H,
-                                             float *ctx, float *scratch) {
+                                             int32_t h0, int32_t h1, float *ctx, float *scratch) {
     const int32_t D = C / H;
     const float scale = 1.f / sqrtf((float)D);
     float *p = scratch;          /* (T, T) */
     float *kt = scratch + (size_t)T * T; /* (D, T): K of this head transposed */
-    for (int32_t h = 0; h < H; h++) {
+    for (int32_t h = h0; h < h1; h++) {
         for (int32_t j = 0; j < T; j++)
             for (int32_t d = 0; d < D; d++) kt[(size_t)d * T + j] = k[(size_t)j * C + h * D + d];
         for (int32_t i = 0; i < T; i++) {
@@ -97,6 +117,8 @@ SP_OPS_ATTR static void SP_FN(attention_seq)(const float *q, const float *k, con
         }
     }
 }
+
+#endif
 
 /* y = x @ wt + b with wt: (in, out) (a transposed dense weight), vectorised over the outputs. */
 SP_OPS_ATTR static void SP_FN(dense_t)(const float *wt, const float *b, const float *x, int32_t in, int32_t out, float *y) {

@@ -11,7 +11,7 @@
 
 #include "sparsepulse.h"
 
-#define SP_TILE 16 /* tokens per AVX2 tile */
+#define SP_TILE 32 /* tokens per AVX2 tile (a multiple of 8) */
 #define SP_ALIGN 64
 
 #if defined(__x86_64__) || defined(__i386__)

@@ -242,39 +242,88 @@ static int nthreads(int32_t threads) {
 #endif
 }
 
-/* x: (N, C) float -> xq (N, C), xs (N); and, for AVX2, the packed tiles xp (tiles, C/4, 16, 4). */
-static void quantize_pack(const float *x, int32_t N, int32_t C, int8_t *xq, float *xs, int8_t *xp, int use_avx2, int nt) {
-    const int32_t tiles = (N + SP_TILE - 1) / SP_TILE;
 #if SP_X86
-    if (use_avx2) {
-#pragma omp parallel for schedule(static) num_threads(nt)
-        for (int32_t t = 0; t < N; t++) xs[t] = quantize_row_avx2(x + (size_t)t * C, C, xq + (size_t)t * C);
-    } else
-#endif
-    {
-#pragma omp parallel for schedule(static) num_threads(nt)
-        for (int32_t t = 0; t < N; t++) xs[t] = quantize_row(x + (size_t)t * C, C, xq + (size_t)t * C);
+/* Row t's int8 values q (C) -> its slots in the packed int16 tiles xp (tiles, C/4, SP_TILE, 4). */
+SP_AVX2 static void scatter_row_avx2(const int8_t *q, int32_t C, int32_t t, int16_t *xp) {
+    int16_t *base = xp + (size_t)(t / SP_TILE) * C * SP_TILE + (size_t)(t % SP_TILE) * 4;
+    int32_t c = 0;
+    for (; c + 16 <= C; c += 16) { /* 4 blocks of 4 */
+        const __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(q + c)));
+        const __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
+        int16_t *d = base + (size_t)(c / 4) * SP_TILE * 4;
+        _mm_storel_epi64((__m128i *)d, lo);
+        _mm_storel_epi64((__m128i *)(d + SP_TILE * 4), _mm_unpackhi_epi64(lo, lo));
+        _mm_storel_epi64((__m128i *)(d + 2 * SP_TILE * 4), hi);
+        _mm_storel_epi64((__m128i *)(d + 3 * SP_TILE * 4), _mm_unpackhi_epi64(hi, hi));
     }
-    if (!use_avx2) return;
+    for (; c < C; c++) base[(size_t)(c / 4) * SP_TILE * 4 + c % 4] = q[c];
+}
+#endif
+
+/* The row-wise work before a linear layer, fused into one pass per row (one parallel region):
+ *   src = LayerNorm(x + r) -> out   when gamma != NULL (r may be NULL), else src = x;
+ *   src <- GELU(src)                when gelu (x is overwritten);
+ *   per-token INT8 quantisation of src -> xs, and xq (scalar kernel) or the packed tiles xp (AVX2)
+ *                                   when quant.
+ * Every step is the same arithmetic as the unfused ops, row by row. */
+static void prep_rows(float *x, const float *r, const float *gamma, const float *beta, float eps, int gelu, float *out, int quant,
+                      int32_t N, int32_t C, int8_t *xq, float *xs, int16_t *xp, int use_avx2, int nt) {
+#if SP_X86
+    if (use_avx2 && quant) { /* padding tokens of the last tile: zero activations, zero scale */
+        const int32_t tiles = (N + SP_TILE - 1) / SP_TILE;
+        int8_t *zero = xq; /* C bytes of scratch, rewritten by the row loop afterwards */
+        memset(zero, 0, (size_t)C);
+        for (int32_t t = N; t < tiles * SP_TILE; t++) {
+            scatter_row_avx2(zero, C, t, xp);
+            xs[t] = 0.f;
+        }
+    }
+#endif
 #pragma omp parallel for schedule(static) num_threads(nt)
-    for (int32_t i = 0; i < tiles; i++) {
-        int32_t t0 = i * SP_TILE, n = N - t0 < SP_TILE ? N - t0 : SP_TILE;
-        pack_tile(xq, C, t0, n, xp + (size_t)i * C * SP_TILE);
+    for (int32_t t = 0; t < N; t++) {
+        float *src = x + (size_t)t * C;
+        if (gamma) {
+            float *o = out + (size_t)t * C;
+            const float *rr = r ? r + (size_t)t * C : NULL;
+#if SP_X86
+            if (use_avx2) layernorm_add_avx2(src, rr, 1, C, gamma, beta, eps, o);
+            else
+#endif
+                layernorm_add_ref(src, rr, 1, C, gamma, beta, eps, o);
+            src = o;
+        }
+        if (gelu) {
+#if SP_X86
+            if (use_avx2) gelu_inplace_avx2(src, (size_t)C);
+            else
+#endif
+                gelu_inplace_ref(src, (size_t)C);
+        }
+        if (!quant) continue;
+        int8_t *q = xq + (size_t)t * C;
+#if SP_X86
+        if (use_avx2) {
+            xs[t] = quantize_row_avx2(src, C, q);
+            scatter_row_avx2(q, C, t, xp);
+            continue;
+        }
+#endif
+        xs[t] = quantize_row(src, C, q);
     }
 }
 
 /* y: (N, out) = linear(xq); xp: packed tiles and xsp: (tiles*16) scales for the AVX2 path. */
-static void run_linear(const sp_lin *L, const int8_t *xq, const float *xs, const int8_t *xp, const float *xsp, int32_t N,
+static void run_linear(const sp_lin *L, const int8_t *xq, const float *xs, const int16_t *xp, const float *xsp, int32_t N,
                        int use_avx2, int nt, float *y) {
 #if SP_X86
     if (use_avx2) {
         const int32_t tiles = (N + SP_TILE - 1) / SP_TILE;
         const int32_t chunk = 64, chunks = (L->out + chunk - 1) / chunk;
-        /* row chunk outer, token tile inner: a chunk's weights (~64 rows) stay in L1/L2 while the
-         * packed activation tiles stream past; static schedule keeps each thread on few chunks */
+        /* token tile outer, row chunk inner: a tile (16 tokens, <= 48 KB as int16) stays in L1/L2
+         * while the layer's weights (<= ~300 KB at 80% sparsity) stream from L2 */
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (int32_t w = 0; w < tiles * chunks; w++) {
-            int32_t c = w / tiles, i = w % tiles;
+            int32_t i = w / chunks, c = w % chunks;
             int32_t o0 = c * chunk, o1 = o0 + chunk < L->out ? o0 + chunk : L->out;
             int32_t t0 = i * SP_TILE, n = N - t0 < SP_TILE ? N - t0 : SP_TILE;
             lin_tile_avx2(L, xp + (size_t)i * L->in * SP_TILE, xsp + (size_t)i * SP_TILE, o0, o1, t0, n, y);
@@ -309,7 +358,7 @@ sp_status sp_linear_forward(const sp_linear *lin, const int8_t *xq, const float 
     int64_t bytes = 0;
     st = copy_linear(lin, &L, &bytes);
     const int32_t tiles = (T + SP_TILE - 1) / SP_TILE;
-    int8_t *xp = use_avx2 ? sp_alloc((size_t)tiles * lin->in * SP_TILE) : NULL;
+    int16_t *xp = use_avx2 ? sp_alloc(sizeof(int16_t) * (size_t)tiles * lin->in * SP_TILE) : NULL;
     float *xsp = use_avx2 ? sp_alloc(sizeof(float) * (size_t)tiles * SP_TILE) : NULL;
     if (st == SP_OK && use_avx2 && (!xp || !xsp)) st = SP_ERR_NOMEM;
     if (st == SP_OK) {
@@ -358,12 +407,12 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
     float *v = sp_alloc(sizeof(float) * NC), *ctx = sp_alloc(sizeof(float) * NC), *ff = sp_alloc(sizeof(float) * NI);
     int8_t *xq = sp_alloc(NI > NC ? NI : NC);
     float *xs = sp_alloc(sizeof(float) * (size_t)tiles * SP_TILE);
-    int8_t *xp = avx ? sp_alloc((size_t)tiles * SP_TILE * (size_t)(I > C ? I : C)) : NULL;
-    const size_t scratch_per = (size_t)Tmax * Tmax + (size_t)(C / H) * Tmax;
+    int16_t *xp = avx ? sp_alloc(sizeof(int16_t) * (size_t)tiles * SP_TILE * (size_t)(I > C ? I : C)) : NULL;
+    const size_t scratch_per = ((size_t)Tmax + (size_t)(C / H)) * (size_t)((Tmax + 7) / 8 * 8);
     float *scratch = sp_alloc(sizeof(float) * scratch_per * (size_t)nt);
     sp_status st = SP_OK;
     if (!off || !h || !q || !k || !v || !ctx || !ff || !xq || !xs || !scratch || (avx && !xp)) st = SP_ERR_NOMEM;
-    double t_lin = 0, t_att = 0, t_start = SP_NOW(), t0;
+    double t_lin = 0, t_att = 0, t_prep = 0, t_start = SP_NOW(), t0;
     if (st == SP_OK) {
         memset(xs, 0, sizeof(float) * (size_t)tiles * SP_TILE);
         off[0] = 0;
@@ -379,66 +428,58 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
                 float *hr = h + (size_t)t * C;
                 for (int32_t c = 0; c < C; c++) hr[c] = (float)wr[c] * ws + pr[c] + m->token_type[c];
             }
-#define SP_LN(x, r, g, b, o)                                                                                      \
-    do {                                                                                                          \
-        const int32_t _rows = (N + nt - 1) / nt;                                                                  \
-        _Pragma("omp parallel for schedule(static) num_threads(nt)") for (int32_t _i = 0; _i < nt; _i++) {      \
-            int32_t _a = _i * _rows, _n = N - _a < _rows ? N - _a : _rows;                                       \
-            if (_n <= 0) continue;                                                                                \
-            const float *_r = (r) ? (r) + (size_t)_a * C : NULL;                                                  \
-            if (avx) layernorm_add_avx2((x) + (size_t)_a * C, _r, _n, C, g, b, cfg->layer_norm_eps, (o) + (size_t)_a * C); \
-            else layernorm_add_ref((x) + (size_t)_a * C, _r, _n, C, g, b, cfg->layer_norm_eps, (o) + (size_t)_a * C);     \
-        }                                                                                                         \
-    } while (0)
-        SP_LN(h, (const float *)NULL, m->emb_g, m->emb_b, h);
+        const float eps = cfg->layer_norm_eps;
+        double tp = SP_NOW();
+        prep_rows(h, NULL, m->emb_g, m->emb_b, eps, 0, h, 1, N, C, xq, xs, xp, avx, nt);
+        t_prep += SP_NOW() - tp;
         for (int32_t l = 0; l < cfg->num_layers; l++) {
             const sp_lin *lin = m->lin + (size_t)l * 6;
             const float *ln = m->ln + (size_t)l * 4 * C;
             t0 = SP_NOW();
-            quantize_pack(h, N, C, xq, xs, xp, avx, nt);
             run_linear(&lin[0], xq, xs, xp, xs, N, avx, nt, q);
             run_linear(&lin[1], xq, xs, xp, xs, N, avx, nt, k);
             run_linear(&lin[2], xq, xs, xp, xs, N, avx, nt, v);
             t_lin += SP_NOW() - t0;
             t0 = SP_NOW();
+            /* work items: (sequence, group of heads); whole sequences when there are enough of them
+             * to keep every thread busy, single heads otherwise (batch 1) */
+            const int32_t hg = n_seqs >= 4 * nt ? H : 1, items = n_seqs * (H / hg);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
-            for (int32_t s = 0; s < n_seqs; s++) {
+            for (int32_t it = 0; it < items; it++) {
 #ifdef _OPENMP
                 float *sc = scratch + scratch_per * (size_t)omp_get_thread_num();
 #else
                 float *sc = scratch;
 #endif
+                const int32_t s = it / (H / hg), h0 = (it % (H / hg)) * hg;
                 const size_t o = (size_t)off[s] * C;
-                if (avx) attention_seq_avx2(q + o, k + o, v + o, lengths[s], C, H, ctx + o, sc);
-                else attention_seq_ref(q + o, k + o, v + o, lengths[s], C, H, ctx + o, sc);
+                if (avx && (C / H) % 8 == 0) attention_seq_avx2(q + o, k + o, v + o, lengths[s], C, H, h0, h0 + hg, ctx + o, sc);
+                else attention_seq_ref(q + o, k + o, v + o, lengths[s], C, H, h0, h0 + hg, ctx + o, sc);
             }
             t_att += SP_NOW() - t0;
+            tp = SP_NOW();
+            prep_rows(ctx, NULL, NULL, NULL, eps, 0, NULL, 1, N, C, xq, xs, xp, avx, nt);
+            t_prep += SP_NOW() - tp;
             t0 = SP_NOW();
-            quantize_pack(ctx, N, C, xq, xs, xp, avx, nt);
             run_linear(&lin[3], xq, xs, xp, xs, N, avx, nt, q); /* q <- attention output projection */
             t_lin += SP_NOW() - t0;
-            SP_LN(h, q, ln, ln + C, h);
+            tp = SP_NOW();
+            prep_rows(h, q, ln, ln + C, eps, 0, h, 1, N, C, xq, xs, xp, avx, nt);
+            t_prep += SP_NOW() - tp;
             t0 = SP_NOW();
-            quantize_pack(h, N, C, xq, xs, xp, avx, nt);
             run_linear(&lin[4], xq, xs, xp, xs, N, avx, nt, ff);
             t_lin += SP_NOW() - t0;
-            {
-                const size_t chunk = (NI + (size_t)nt - 1) / (size_t)nt;
-#pragma omp parallel for schedule(static) num_threads(nt)
-                for (int i = 0; i < nt; i++) {
-                    size_t a = (size_t)i * chunk, n = NI - a < chunk ? NI - a : chunk;
-                    if (a >= NI) continue;
-                    if (avx) gelu_inplace_avx2(ff + a, n);
-                    else gelu_inplace_ref(ff + a, n);
-                }
-            }
+            tp = SP_NOW();
+            prep_rows(ff, NULL, NULL, NULL, eps, 1, NULL, 1, N, I, xq, xs, xp, avx, nt);
+            t_prep += SP_NOW() - tp;
             t0 = SP_NOW();
-            quantize_pack(ff, N, I, xq, xs, xp, avx, nt);
             run_linear(&lin[5], xq, xs, xp, xs, N, avx, nt, q);
             t_lin += SP_NOW() - t0;
-            SP_LN(h, q, ln + 2 * C, ln + 3 * C, h);
+            /* the layer's output LayerNorm, fused with the next layer's quantisation */
+            tp = SP_NOW();
+            prep_rows(h, q, ln + 2 * C, ln + 3 * C, eps, 0, h, l + 1 < cfg->num_layers, N, C, xq, xs, xp, avx, nt);
+            t_prep += SP_NOW() - tp;
         }
-#undef SP_LN
         /* pooler (tanh dense on [CLS]) + classifier + softmax, per sequence */
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (int32_t s = 0; s < n_seqs; s++) {
@@ -463,8 +504,9 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
         double total = SP_NOW() - t_start;
         timings[0] += t_lin;
         timings[1] += t_att;
-        timings[2] += total - t_lin - t_att;
-        timings[3] += total;
+        timings[2] += t_prep;
+        timings[3] += total - t_lin - t_att - t_prep;
+        timings[4] += total;
     }
     free(off); free(h); free(q); free(k); free(v); free(ctx); free(ff); free(xq); free(xs); free(xp); free(scratch);
     return st;

@@ -29,7 +29,7 @@
 extern "C" {
 #endif
 
-#define SP_ABI_VERSION 1
+#define SP_ABI_VERSION 2
 #define SP_BLOCK 4
 
 typedef enum {
@@ -98,8 +98,9 @@ int64_t sp_model_bytes(const sp_model *m);
  *   lengths: (n_seqs) int32, each 1 .. max_position
  *   probs:   (n_seqs, num_labels) float32 out: softmax probabilities
  *   threads: worker threads (1 .. 256); 0 = the OpenMP default
- * Per-stage wall-clock seconds are added to timings[0..3] (linear, attention, other, total) when
- * timings is not NULL.
+ * Per-stage wall-clock seconds are added to timings[0..4] (sparse INT8 linear layers, attention,
+ * row-wise work: LayerNorm + GELU + activation quantisation, other: embeddings, pooler, classifier,
+ * allocation; total) when timings is not NULL. (ABI 2: five entries; ABI 1 had four.)
  */
 sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengths, int32_t n_seqs, int32_t threads,
                      float *probs, double *timings);

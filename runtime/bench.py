@@ -5,7 +5,7 @@ engine), 2 threads, engines interleaved round by round so that a noisy machine h
 For each engine: throughput at batch 64 (tweets/s, median over rounds) and batch-1 latency p50/p99
 on median-length tweets. For our runtime also: effective GMAC/s (non-zero weights × tokens +
 attention) against the ~157 GMAC/s INT8 peak of two Zen 3 cores, where the time goes (linear /
-attention / rest, from the C timers), and the tokenisation rate.
+attention / LayerNorm+GELU+quantisation / other, from the C timers), and the tokenisation rate.
 
 External engines run in their own venv (``--bench-python``, e.g. one with onnxruntime and
 deepsparse==1.8.0) through ``runtime/_bench_worker.py``; ENGINE is ``ort`` or ``deepsparse``.
@@ -90,7 +90,7 @@ class _Ours:
         self.m = NativeModel(load_model(model_dir))
         self.ids, self.lengths, self.lat_idx, self.threads = ids, lengths, lat_idx, threads
         self.off = np.concatenate([[0], np.cumsum(lengths)])
-        self.timings = np.zeros(4)
+        self.timings = np.zeros(5)
         self.macs = _macs(model_dir, lengths)
 
     def throughput(self) -> float:
@@ -188,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, _Ours):
             secs = len(texts) / row["tweets_per_s"]
             row["gmacs"] = e.macs / secs / 1e9
-            t = e.timings / max(e.timings[3], 1e-12)
-            row["split"] = f"linear {100 * t[0]:.0f}% / attention {100 * t[1]:.0f}% / rest {100 * t[2]:.0f}%"
+            t = e.timings / max(e.timings[4], 1e-12)
+            row["split"] = f"linear {100 * t[0]:.0f}% / attention {100 * t[1]:.0f}% / LN+GELU+quant {100 * t[2]:.0f}% / other {100 * t[3]:.0f}%"
         rows.append(row)
     for e in engines:
         if isinstance(e, _External):

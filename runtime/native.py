@@ -119,8 +119,8 @@ class NativeModel:
         probs = np.empty((lengths.size, self.num_labels), np.float32)
         tm = ffi.NULL
         if timings is not None:
-            if timings.shape != (4,) or timings.dtype != np.float64 or not timings.flags.c_contiguous:
-                raise ValueError("timings must be a contiguous float64 array of shape (4,)")
+            if timings.shape != (5,) or timings.dtype != np.float64 or not timings.flags.c_contiguous:
+                raise ValueError("timings must be a contiguous float64 array of shape (5,): linear, attention, row-wise, other, total")
             tm = ffi.cast("double *", ffi.from_buffer(timings))
         _check(
             lib.sp_forward(

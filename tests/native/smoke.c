@@ -67,7 +67,7 @@ int main(void) {
         sp_status st = sp_model_create(&cfg, &w, (sp_kernel)kern, &m);
         if (st == SP_ERR_UNSUPPORTED) { memcpy(probs[1], probs[0], sizeof probs[0]); continue; }
         if (st != SP_OK) { fprintf(stderr, "create: %s\n", sp_status_message(st)); return 1; }
-        double tm[4] = {0};
+        double tm[5] = {0}; /* ABI 2: linear, attention, row-wise, other, total */
         if ((st = sp_forward(m, ids, lens, 3, 2, probs[kern - 1], tm)) != SP_OK) { fprintf(stderr, "forward: %s\n", sp_status_message(st)); return 1; }
         int32_t bad_ids[] = {1, V};
         int32_t one[] = {2};
