@@ -76,8 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--data", default=None)
     ev.add_argument("--out", default=None, help="write the JSON here (default: MODEL_DIR/runtime_eval.json)")
 
-    rs = sub.add_parser("results", help="collect the students' metrics.json into compression/RESULTS.md")
-    rs.add_argument("--runs", default="runs", help="folder holding the student run directories")
+    pk = sub.add_parser("package", help="commit-ready student: fp16 float student + INT8 runtime model (evaluated in C) + card")
+    pk.add_argument("--float-run", required=True, help="the finished pruned float student run (e.g. runs/obert_6l_80_4b)")
+    pk.add_argument("--qat-run", required=True, help="its finished QAT run (e.g. runs/qat_6l_80_4b)")
+    pk.add_argument("--out", required=True, help="the runtime model directory (e.g. models/sparsepulse-6l-80-4b-int8)")
+    pk.add_argument("--data", default=None)
+
+    ps = sub.add_parser("save-student", help="fp16 copy of a finished student run under models/students/ (no INT8 model)")
+    ps.add_argument("run_dir")
+
+    rs = sub.add_parser("results", help="collect the packaged students' metrics.json into compression/RESULTS.md")
+    rs.add_argument("--students", default="models/students", help="folder holding the packaged students (compression.package)")
 
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -109,7 +118,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "results":
             from .results import write_results
 
-            print(write_results(args.runs))
+            print(write_results(args.students))
+            return 0
+        if args.cmd == "package":
+            from .package import package_int8
+
+            m = package_int8(args.float_run, args.qat_run, args.out, args.data)
+            print(json.dumps({k: m[k] for k in ("model", "sparsity", "valid", "test", "int8_delta", "recovery", "file_bytes", "encoder_compression")}, indent=1))
+            return 0
+        if args.cmd == "save-student":
+            from pathlib import Path
+
+            from .package import STUDENTS_DIR, save_student
+
+            print(save_student(args.run_dir, STUDENTS_DIR / Path(args.run_dir).name))
             return 0
         if args.cmd == "evaluate-runtime":
             from pathlib import Path

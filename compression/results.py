@@ -9,18 +9,22 @@ __all__ = ["write_results"]
 _OUT = Path(__file__).resolve().parent / "RESULTS.md"
 
 
-def write_results(runs: str | Path = "runs", out: Path = _OUT) -> Path:
+def write_results(students: str | Path = "models/students", out: Path = _OUT) -> Path:
+    """One row per packaged student (``compression.package`` copies each finished run's metrics.json
+    and config.json to ``models/students/<run>/``, which is committed; ``runs/`` is not)."""
     rows = []
-    for m in sorted(Path(runs).glob("*/metrics.json")):
+    for m in sorted(Path(students).glob("*/metrics.json")):
         d = json.loads(m.read_text())
         if "recovery" not in d:
             continue  # the teacher's run has no recovery figure
-        cfg = json.loads((m.parent / "config.json").read_text())["config"]
         pattern = {(1, 4): "4-block", (1, 1): "unstructured"}.get(tuple(d["group_shape"]), "x".join(map(str, d["group_shape"])))
+        method = "QAT INT8" if d.get("quantized") else d["method"]
+        if d["method"] == "none" and not d.get("quantized"):
+            pattern = "-"
         rows.append(
-            f"| {m.parent.name} | {d['num_layers']} | {100 * d['sparsity']:.1f}% | {pattern if d['method'] != 'none' else '-'} | {d['method']} | "
+            f"| {m.parent.name} | {d['num_layers']} | {100 * d['sparsity']:.1f}% | {pattern} | {method} | "
             f"{100 * d['valid']['macro_recall']:.2f} | {100 * d['test']['macro_recall']:.2f} | {100 * d['recovery']['test']:.1f}% | "
-            f"{(d.get('wall_time_s') or 0) / 3600:.2f} h | `python -m compression student --config {cfg['name'].replace('-', '_')} --run-dir {m.parent}` |"
+            f"{(d.get('wall_time_s') or 0) / 3600:.2f} h | `python -m compression student --config {m.parent.name} --run-dir runs/{m.parent.name}` |"
         )
     teacher = json.loads((Path("models/teacher/metrics.json")).read_text()) if Path("models/teacher/metrics.json").is_file() else None
     head = [
@@ -28,7 +32,9 @@ def write_results(runs: str | Path = "runs", out: Path = _OUT) -> Path:
         "",
         "Macro-averaged recall (%) on the validation split and the SemEval-2017 test set; recovery = student test / teacher test;",
         "sparsity = measured fraction of zero weights in the encoder's linear layers; wall time on 2 Zen 3 cores.",
-        "Regenerate with `python -m compression results` after `python -m compression student ...` runs.",
+        "`qat_*` rows: quantisation-aware trained students, evaluated as INT8 (the JAX simulation of the C kernels).",
+        "Regenerate with `python -m compression results` (reads `models/students/*/metrics.json`, copied there by",
+        "`python -m compression package` / `save-student`).",
         "",
     ]
     if teacher:
@@ -36,7 +42,7 @@ def write_results(runs: str | Path = "runs", out: Path = _OUT) -> Path:
         head.append("")
     head += ["| run | layers | sparsity | pattern | method | valid | test | recovery | wall time | command |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     body = head + (rows or ["| (no finished student yet) | | | | | | | | | |"])
-    ld = Path(runs) / "layerdrop" / "layerdrop.json"
+    ld = Path(students) / "layerdrop.json"
     if ld.is_file():
         d = json.loads(ld.read_text())
         body += [

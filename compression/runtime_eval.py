@@ -56,7 +56,7 @@ def params_from_runtime(data) -> tuple[BertClassifier, dict, dict]:
     return BertClassifier(cfg, quantize=True, exact_int=True), p, masks
 
 
-def evaluate_runtime_model(model_dir: str | Path, data_root: str | None = None, threads: int = 0, with_reference: bool = True) -> dict:
+def evaluate_runtime_model(model_dir: str | Path, data_root: str | None = None, threads: int = 0, with_reference: bool = True, limit: int | None = None) -> dict:
     """Macro recall etc. of the C model on validation and test; argmax agreement and max |Δp| vs JAX."""
     model_dir = Path(model_dir)
     data = load_model(model_dir)
@@ -69,7 +69,7 @@ def evaluate_runtime_model(model_dir: str | Path, data_root: str | None = None, 
         qmodel, qparams, qmasks = params_from_runtime(data)
         apply = jax.jit(lambda p, x, m, mk: qmodel.apply({"params": p}, x, m, masks=mk))
     for split in ("valid", "test"):
-        exs = sem.split(split)
+        exs = sem.split(split)[:limit]  # limit: the first N of each split (tests); None = all
         ids, truncated = encode(tok, [e.text for e in exs], dc.max_len, dc.demojize)
         labels = np.asarray([e.label for e in exs])
         t0 = time.perf_counter()

@@ -110,8 +110,13 @@ def _init_params(cfg: StudentConfig) -> tuple[BertClassifier, dict, dict | None]
 
 
 def load_student(run_dir: str | Path) -> tuple[BertClassifier, dict, dict]:
-    """(model, params, masks) from a student run's ``final.msgpack``."""
+    """(model, params, masks) from a student run's ``final.msgpack``, or from a packaged student
+    (``models/students/<run>/model.safetensors``, written by ``compression.package``)."""
     run_dir = Path(run_dir)
+    if (run_dir / "model.safetensors").is_file() and not (run_dir / "final.msgpack").is_file():
+        from .package import load_packaged_student
+
+        return load_packaged_student(run_dir)
     path = run_dir / "final.msgpack"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: train that student first")
@@ -240,7 +245,9 @@ def evaluate_student(cfg: StudentConfig, run_dir: str | Path, prepared: Prepared
     run_dir = Path(run_dir)
     prep = prepared or prepare(cfg)
     model, params, masks = load_student(run_dir)
-    out: dict = {"sparsity": mask_sparsity(masks), "num_layers": model.cfg.num_layers, "group_shape": list(cfg.prune.group_shape), "method": cfg.prune.method}
+    if cfg.quantize:  # a QAT student is measured as it will run: INT8 simulation of the C kernels
+        model = BertClassifier(model.cfg, quantize=True)
+    out: dict = {"quantized": bool(cfg.quantize), "sparsity": mask_sparsity(masks), "num_layers": model.cfg.num_layers, "group_shape": list(cfg.prune.group_shape), "method": cfg.prune.method}
     teacher_metrics = json.loads((Path(cfg.kd.teacher_dir) / "metrics.json").read_text())
     for split in ("valid", "test"):
         logits = predict_logits(model, params, prep.ids[split], cfg.run.eval_batch_size)

@@ -103,3 +103,42 @@ def test_tiny_qat_keeps_masks(tiny_teacher, tmp_path):
             np.testing.assert_array_equal(masks[lk][n], masks0[lk][n])
             assert (np.asarray(params[lk][n]["weight"])[masks0[lk][n] == 0] == 0).all()
     assert mask_sparsity(masks) == pytest.approx(0.8, abs=0.01)
+
+
+def test_package_round_trip_and_card(tiny_teacher, tmp_path):
+    """Float + QAT student -> fp16 student (masks bit-packed) + INT8 runtime model evaluated in C."""
+    from compression.package import load_packaged_student, package_int8, save_student
+    from runtime.format import load_model
+    from runtime.scorer import Scorer
+
+    cfg = _tiny_student("obert_6l_80_4b", tiny_teacher)
+    prep = prepare(cfg)
+    train_student(cfg, tmp_path / "float", prepared=prep, progress=False)
+    evaluate_student(cfg, tmp_path / "float", prepared=prep)
+    qcfg = dataclasses.replace(load_config("qat_6l_80_4b", tiny=True), init=str(tmp_path / "float"), kd=cfg.kd)
+    train_student(qcfg, tmp_path / "qat", prepared=prep, progress=False)
+    qm = evaluate_student(qcfg, tmp_path / "qat", prepared=prep)
+    assert qm["quantized"] is True
+    m = package_int8(tmp_path / "float", tmp_path / "qat", tmp_path / "out", students_dir=tmp_path / "students", teacher_dir=tiny_teacher, limit=40)
+    # the fp16 student reloads with identical masks and weights within fp16 rounding
+    _, p0, m0 = load_student(tmp_path / "float")
+    model, p1, m1 = load_student(tmp_path / "students" / "float")
+    for lk in m0:
+        for n in m0[lk]:
+            np.testing.assert_array_equal(m1[lk][n], m0[lk][n])
+            np.testing.assert_allclose(p1[lk][n]["weight"], p0[lk][n]["weight"], atol=2e-3, rtol=1e-3)
+    assert (tmp_path / "students" / "qat" / "metrics.json").is_file()
+    # the runtime model validates, scores, and its card and metrics carry the measured figures
+    assert load_model(tmp_path / "out").encoder_sparsity() == pytest.approx(m["sparsity"])
+    assert Scorer(tmp_path / "out").score(["good day", "bad day"])[1].shape == (2, 3)
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["test"]["n"] == 40 and 0 <= saved["test"]["macro_recall"] <= 1 and saved["encoder_compression"] > 1
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert f"{100 * saved['test']['macro_recall']:.2f}" in card and "python -m compression package" in card
+    # a damaged student file is refused with a clear error
+    f = tmp_path / "students" / "float" / "model.safetensors"
+    f.write_bytes(f.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="not a readable safetensors"):
+        load_packaged_student(tmp_path / "students" / "float")
+    save_student(tmp_path / "float", tmp_path / "students" / "float")
+    assert load_packaged_student(tmp_path / "students" / "float")[0].cfg == model.cfg

@@ -3,7 +3,7 @@ from .recipes import obert, tiny
 
 
 def get_config():
-    return obert(3, 0.80, (1, 4))
+    return obert(3, 0.80, (1, 4), epochs=2.0, prune_end=1.0)
 
 
 def get_tiny_config():
