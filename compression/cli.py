@@ -69,7 +69,18 @@ def main(argv: list[str] | None = None) -> int:
     ox.add_argument("--teacher", default=None)
     ox.add_argument("--student", default=None)
     ox.add_argument("--out", required=True)
+    ox.add_argument("--runtime-model", default=None, help="a runtime model directory (its dequantised INT8 weights)")
     ox.add_argument("--int8", action="store_true", help="DynamicQuantizeLinear + MatMulInteger encoder linears")
+
+    oc = sub.add_parser("check-onnx", help="run an ONNX file in ONNX Runtime / DeepSparse (separate venv) and compare with JAX on the 2017 test")
+    oc.add_argument("--onnx", required=True)
+    oc.add_argument("--engine", choices=["ort", "deepsparse"], default="ort")
+    oc.add_argument("--bench-python", required=True, help="python of the venv holding onnxruntime / deepsparse")
+    oc.add_argument("--teacher", default=None)
+    oc.add_argument("--student", default=None)
+    oc.add_argument("--runtime-model", default=None)
+    oc.add_argument("--int8", action="store_true", help="compare with the JAX INT8 simulation instead of float")
+    oc.add_argument("--out", default=None, help="also write the JSON here")
 
     ev = sub.add_parser("evaluate-runtime", help="C runtime accuracy + agreement with the JAX INT8 reference -> JSON")
     ev.add_argument("model_dir")
@@ -93,10 +104,29 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DataNotFound
 
     try:
+        if args.cmd == "check-onnx":
+            from pathlib import Path
+
+            from .loop import save_json
+            from .onnx_check import check_onnx
+
+            res = check_onnx(args.onnx, args.engine, args.bench_python, teacher=args.teacher, student=args.student, runtime_model=args.runtime_model, int8=args.int8)
+            print(json.dumps(res, indent=1))
+            if args.out:
+                save_json(Path(args.out), res)
+            return 0
         if args.cmd in ("export-int8", "export-onnx"):
-            if bool(args.teacher) == bool(args.student):
-                ap.error("give exactly one of --teacher or --student")
-            if args.teacher:
+            sources = [args.teacher, args.student, getattr(args, "runtime_model", None)]
+            if sum(bool(x) for x in sources) != 1:
+                ap.error("give exactly one of --teacher, --student" + (", --runtime-model" if args.cmd == "export-onnx" else ""))
+            if getattr(args, "runtime_model", None):
+                from runtime.format import load_model
+
+                from .runtime_eval import params_from_runtime
+
+                model, params, masks = params_from_runtime(load_model(args.runtime_model))
+                demojize = True
+            elif args.teacher:
                 from .teacher import load_teacher
 
                 model, params, meta = load_teacher(args.teacher)

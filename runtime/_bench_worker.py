@@ -2,7 +2,9 @@
 
 Run by ``runtime.bench`` with the bench venv's python: ``python _bench_worker.py ENGINE ONNX IDS.npz``.
 It loads the engine, then answers one JSON line per command read on stdin:
-``throughput`` (one pass over all tweets in batches of 64) or ``latency`` (batch-1 calls).
+``throughput`` (one pass over all tweets in batches of 64), ``latency`` (batch-1 calls) or
+``predict PATH`` (the logits of every tweet, in order, saved with numpy to PATH: for accuracy and
+agreement checks). For DeepSparse the ready line carries ``fraction_of_supported_ops``.
 Standard library + numpy + the engine only: it must not import the project.
 """
 import json
@@ -36,6 +38,7 @@ def main():
     ids, lengths, lat_idx = d["ids"], d["lengths"], d["latency_idx"]
     off = np.concatenate([[0], np.cumsum(lengths)])
     buckets = None
+    ready = {"ready": True}
     if engine.startswith("ort"):
         import onnxruntime as ort
 
@@ -61,6 +64,8 @@ def main():
                 tmp = tempfile.mktemp(suffix=".onnx")
                 shutil.copy(onnx_path, tmp)  # compile_model rewrites the file's input shapes in place
                 engines[(bs, b)] = compile_model(tmp, batch_size=bs, num_cores=threads, input_shapes=[[bs, b]] * 3)
+        fr = [getattr(e, "fraction_of_supported_ops", None) for e in engines.values()]
+        ready["fraction_of_supported_ops"] = min(fr) if all(f is not None for f in fr) else None
 
         def run(x, m):
             e = engines[(x.shape[0], x.shape[1])]
@@ -68,7 +73,7 @@ def main():
 
     else:
         raise SystemExit(f"unknown engine {engine}")
-    print(json.dumps({"ready": True}), flush=True)
+    print(json.dumps(ready), flush=True)
     for line in sys.stdin:
         cmd = line.strip()
         if cmd == "throughput":
@@ -91,6 +96,12 @@ def main():
                 run(x, m)
                 ts.append(time.perf_counter() - t0)
             print(json.dumps({"latencies": ts}), flush=True)
+        elif cmd.startswith("predict "):
+            out = []
+            for x, m, k in _batches(ids, lengths, 64, buckets):
+                out.append(np.asarray(run(x, m))[:k])
+            np.save(cmd.split(" ", 1)[1], np.concatenate(out).astype(np.float32))
+            print(json.dumps({"ok": True}), flush=True)
         elif cmd == "quit":
             break
 

@@ -110,7 +110,7 @@ class _Ours:
         return ts
 
 
-class _External:
+class ExternalEngine:
     def __init__(self, name: str, engine: str, onnx_path: str, npz: str, python: str, threads: int):
         self.name = name
         env = {**os.environ, "BENCH_THREADS": str(threads), "NM_DISABLE_ANALYTICS": "True"}
@@ -118,6 +118,7 @@ class _External:
         ready = self.p.stdout.readline()
         if not ready:
             raise RuntimeError(f"{name}: the worker failed to start (see its stderr above)")
+        self.info = json.loads(ready)
 
     def _ask(self, cmd: str) -> dict:
         self.p.stdin.write(cmd + "\n")
@@ -129,6 +130,15 @@ class _External:
 
     def latency(self) -> list[float]:
         return self._ask("latency")["latencies"]
+
+    def predict(self) -> np.ndarray:
+        """Logits of every tweet of the npz, in order."""
+        path = tempfile.mktemp(suffix=".npy")
+        self._ask("predict " + path)
+        try:
+            return np.load(path)
+        finally:
+            os.unlink(path)
 
     def close(self) -> None:
         try:
@@ -171,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         engine, path = rest.split(":", 1)
         if not args.bench_python:
             ap.error("--onnx needs --bench-python")
-        engines.append(_External(name, engine, path, npz, args.bench_python, args.threads))
+        engines.append(ExternalEngine(name, engine, path, npz, args.bench_python, args.threads))
     for e in engines:  # warm-up
         e.latency()
     thr: dict[str, list[float]] = {e.name: [] for e in engines}
@@ -192,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             row["split"] = f"linear {100 * t[0]:.0f}% / attention {100 * t[1]:.0f}% / LN+GELU+quant {100 * t[2]:.0f}% / other {100 * t[3]:.0f}%"
         rows.append(row)
     for e in engines:
-        if isinstance(e, _External):
+        if isinstance(e, ExternalEngine):
             e.close()
     head = f"{len(texts)} tweets, median {med} tokens (p95 {int(np.percentile(lengths, 95))}, max {lengths.max()}), {truncated} truncated; threads {args.threads}; {args.rounds} interleaved rounds"
     lines = [head, "", "| engine | tweets/s (batch 64) | p50 ms (batch 1) | p99 ms | GMAC/s (of 157 peak) | time split |", "| --- | --- | --- | --- | --- | --- |"]
