@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import os
 from pathlib import Path
 
@@ -43,10 +44,20 @@ def default_replay_file() -> Path | None:
     return f if f.is_file() else None
 
 
+def model_test_recall(d: Path) -> float | None:
+    """The 2017-test macro recall a shipped model's metrics.json reports (None when it has none)."""
+    try:
+        return float(json.loads((d / "metrics.json").read_text())["test"]["macro_recall"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def list_models() -> list[Path]:
-    """Runtime models (``$SPARSEPULSE_MODELS`` or models/), the teacher's training-format dir excluded."""
+    """Runtime models (``$SPARSEPULSE_MODELS`` or models/), the teacher's training-format dir excluded;
+    shipped models (with a measured metrics.json) first, most accurate on the 2017 test first."""
     root = Path(os.environ.get("SPARSEPULSE_MODELS", REPO / "models"))
-    return sorted(p.parent for p in root.glob("*/model.safetensors") if p.parent.name != "teacher")
+    found = sorted(p.parent for p in root.glob("*/model.safetensors") if p.parent.name != "teacher")
+    return sorted(found, key=lambda d: (model_test_recall(d) is None, -(model_test_recall(d) or 0.0), d.name))
 
 
 def ensure_defaults(store: Store) -> None:
@@ -54,6 +65,11 @@ def ensure_defaults(store: Store) -> None:
     if not store.topics():
         for name, spec in DEFAULT_TOPICS.items():
             store.save_topic(Topic.parse(name, spec))
+
+
+def _model_label(d: Path) -> str:
+    r = model_test_recall(d)
+    return d.name if r is None else f"{d.name} (2017 test macro recall {100 * r:.1f})"
 
 
 def _fmt_bytes(n: int) -> str:
@@ -66,7 +82,7 @@ def sidebar(store: Store, worker: Worker) -> dict:
     sb = st.sidebar
     sb.header("Source")
     models = list_models()
-    model = sb.selectbox("Model", models, format_func=lambda p: p.name, key="model") if models else None
+    model = sb.selectbox("Model", models, format_func=_model_label, key="model") if models else None
     kinds = ["Recorded file (path)", "Upload a file", "Bluesky (live)", "X (live)"]
     kind = sb.radio("Source", kinds, key="source_kind")
     speed = sb.select_slider("Replay speed (x real time)", options=[0, 60, 360, 1440, 4320, 10080], value=1440, key="speed", help="0 = as fast as possible; 1440 = a day per minute")

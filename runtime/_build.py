@@ -77,4 +77,13 @@ ffibuilder.set_source(
 
 if __name__ == "__main__":  # in-place build for development: python runtime/_build.py
     os.chdir(ROOT)
-    ffibuilder.compile(verbose=True)
+    built = Path(ffibuilder.compile(verbose=True))
+    # the same file name as `pip install -e .` gives (abi3), so that one never shadows the other
+    target = ROOT / "runtime" / "_native.abi3.so"
+    if built.resolve() != target.resolve():
+        built.replace(target)
+    for leftover in (ROOT / "runtime").glob("_native.c*"):
+        leftover.unlink()
+    for obj in list((ROOT / "runtime").glob("_native.o")) + list(NATIVE.glob("*.o")):
+        obj.unlink()
+    print(f"built {target}")
