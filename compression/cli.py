@@ -6,6 +6,8 @@ import json
 import logging
 import sys
 
+import numpy as np
+
 __all__ = ["main"]
 
 
@@ -71,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ox.add_argument("--out", required=True)
     ox.add_argument("--runtime-model", default=None, help="a runtime model directory (its dequantised INT8 weights)")
     ox.add_argument("--int8", action="store_true", help="DynamicQuantizeLinear + MatMulInteger encoder linears")
+    ox.add_argument("--qdq", action="store_true", help="static QDQ INT8 (activation scales calibrated on 512 training tweets): the form DeepSparse runs")
 
     oc = sub.add_parser("check-onnx", help="run an ONNX file in ONNX Runtime / DeepSparse (separate venv) and compare with JAX on the 2017 test")
     oc.add_argument("--onnx", required=True)
@@ -139,7 +142,23 @@ def main(argv: list[str] | None = None) -> int:
             if args.cmd == "export-onnx":
                 from .onnx_export import export_onnx
 
-                print(export_onnx(params, model.cfg, args.out, masks=masks, quantize="dynamic" if args.int8 else None))
+                if args.int8 and args.qdq:
+                    ap.error("--int8 and --qdq are two different INT8 forms: give one")
+                amax = None
+                if args.qdq:
+                    from .configs.common import DataConfig
+                    from .data import encode, load_semeval
+                    from .model import BertClassifier
+                    from .onnx_export import calibrate
+                    from .weights import load_tokenizer
+
+                    dc = DataConfig()
+                    train = load_semeval(dc.root, dc.valid_fraction, dc.split_seed).split("train")
+                    pick = np.random.default_rng(0).choice(len(train), size=min(512, len(train)), replace=False)
+                    ids, _ = encode(load_tokenizer(), [train[i].text for i in pick], dc.max_len, demojize)
+                    amax = calibrate(BertClassifier(model.cfg), params, ids, masks=masks)
+                quantize = "dynamic" if args.int8 else ("qdq" if args.qdq else None)
+                print(export_onnx(params, model.cfg, args.out, masks=masks, quantize=quantize, amax=amax))
                 return 0
             from .export import export_runtime_model
 
@@ -206,8 +225,6 @@ def main(argv: list[str] | None = None) -> int:
 
             print(compare_layer_drops(cfg, args.run_dir))
         elif args.cmd == "stats":
-            import numpy as np
-
             from .train import prepare
 
             prep = prepare(cfg)

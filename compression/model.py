@@ -120,6 +120,9 @@ class _Linear(nn.Module):
         b_o = self.param("bias", nn.initializers.zeros, (self.features,))
         if mask is not None:
             w_oc = w_oc * mask
+        # the input's max |x|, recorded only when the caller makes "intermediates" mutable (static
+        # activation scales for the QDQ ONNX export); otherwise a no-op
+        self.sow("intermediates", "input_amax", jnp.max(jnp.abs(x_btc)))
         if self.quantize and self.exact_int:
             # y = (s_t · s_o) · Σ q_x q_w + b, the C runtime's arithmetic (int32 accumulation)
             qx, sx = quant_rows(x_btc)

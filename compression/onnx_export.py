@@ -6,8 +6,12 @@ with an additive mask from ``attention_mask``. Inputs ``input_ids``, ``attention
 ``token_type_ids`` (int64, (batch, seq)); output ``logits`` (batch, 3).
 
 ``quantize="dynamic"``: every encoder linear becomes DynamicQuantizeLinear → MatMulInteger with
-INT8 per-output-channel weights (the form ONNX Runtime's dynamic quantisation emits); pruned
-weights stay exact zeros in both forms.
+INT8 per-output-channel weights (the form ONNX Runtime's dynamic quantisation emits).
+``quantize="qdq"``: static QuantizeLinear → DequantizeLinear on each linear's input (per-tensor
+INT8 scale = max |x| / 127 over calibration tweets, ``calibrate``) and DequantizeLinear on INT8
+per-output-channel weights before a float MatMul: the QDQ form that DeepSparse (and ORT's static
+quantisation) turn into integer kernels. DeepSparse 1.8 aborts on the dynamic form.
+Pruned weights stay exact zeros in every form.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 from runtime.format import LINEAR_NAMES, quantize_symmetric
 from .model import BertConfig
 
-__all__ = ["export_onnx", "OPSET", "IR_VERSION"]
+__all__ = ["export_onnx", "calibrate", "OPSET", "IR_VERSION"]
 
 OPSET = 13
 IR_VERSION = 8
@@ -54,9 +58,35 @@ def _layernorm(g: _G, x: str, gamma, beta, eps: float) -> str:
     return g.op("Add", [g.op("Mul", [y, g.const(np.asarray(gamma, np.float32), "ln_g")]), g.const(np.asarray(beta, np.float32), "ln_b")])
 
 
-def _linear(g: _G, x: str, w_oi, b_o, quantize: str | None) -> str:
+def calibrate(model, params: dict, ids, masks: dict | None = None, batch_size: int = 64) -> dict:
+    """max |input| of every encoder linear over the tweets ``ids`` -> {"layer_i": {name: amax}}."""
+    import jax
+
+    from .data import iter_batches
+
+    fn = jax.jit(lambda p, x, m, mk: model.apply({"params": p}, x, m, masks=mk, mutable=["intermediates"])[1]["intermediates"])
+    out: dict = {}
+    for b in iter_batches(ids, np.zeros(len(ids), np.int32), batch_size):
+        inter = fn(params, b.input_ids, b.attention_mask, masks)
+        for lk, lv in inter.items():
+            if not lk.startswith("layer_"):
+                continue
+            for n, v in lv.items():
+                a = float(np.max(np.asarray(v["input_amax"][0])))
+                out.setdefault(lk, {})[n] = max(out.get(lk, {}).get(n, 0.0), a)
+    return out
+
+
+def _linear(g: _G, x: str, w_oi, b_o, quantize: str | None, x_amax: float | None = None) -> str:
     w_oi = np.asarray(w_oi, np.float32)
-    if quantize is None:
+    if quantize == "qdq":
+        q, s = quantize_symmetric(w_oi)
+        xs = g.const(np.float32(max(x_amax or 0.0, 1e-8) / 127.0), "xs")
+        xz = g.const(np.int8(0), "xz")
+        xdq = g.op("DequantizeLinear", [g.op("QuantizeLinear", [x, xs, xz]), xs, xz])
+        wdq = g.op("DequantizeLinear", [g.const(np.ascontiguousarray(q.T), "wq"), g.const(s.astype(np.float32), "ws"), g.const(np.zeros(w_oi.shape[0], np.int8), "wz")], axis=1)
+        y = g.op("MatMul", [xdq, wdq])
+    elif quantize is None:
         y = g.op("MatMul", [x, g.const(np.ascontiguousarray(w_oi.T), "w")])
     elif quantize == "dynamic":
         q, s = quantize_symmetric(w_oi)
@@ -69,8 +99,12 @@ def _linear(g: _G, x: str, w_oi, b_o, quantize: str | None) -> str:
     return g.op("Add", [y, g.const(np.asarray(b_o, np.float32), "b")])
 
 
-def export_onnx(params: dict, cfg: BertConfig, path: str | Path, *, masks: dict | None = None, quantize: str | None = None) -> Path:
-    """Write an ONNX model of the classifier; returns the path (checked with onnx.checker)."""
+def export_onnx(params: dict, cfg: BertConfig, path: str | Path, *, masks: dict | None = None, quantize: str | None = None, amax: dict | None = None) -> Path:
+    """Write an ONNX model of the classifier; returns the path (checked with onnx.checker).
+    ``amax`` (from ``calibrate``) is required for ``quantize="qdq"``."""
+    if quantize == "qdq" and amax is None:
+        raise ValueError("quantize='qdq' needs the calibration maxima (amax=calibrate(...))")
+    ax = lambda i, n: amax[f"layer_{i}"][n] if amax else None  # noqa: E731
     g = _G()
     C, H, D = cfg.hidden_size, cfg.num_heads, cfg.hidden_size // cfg.num_heads
     ids, am, tt = "input_ids", "attention_mask", "token_type_ids"
@@ -90,22 +124,23 @@ def export_onnx(params: dict, cfg: BertConfig, path: str | Path, *, masks: dict 
     for i in range(cfg.num_layers):
         lp = params[f"layer_{i}"]
         w = {n: np.asarray(lp[n]["weight"], np.float32) * (np.asarray(masks[f"layer_{i}"][n], np.float32) if masks else 1.0) for n in LINEAR_NAMES}
-        q, k, v = (g.op("Transpose", [g.op("Reshape", [_linear(g, h, w[n], lp[n]["bias"], quantize), heads_shape])], perm=[0, 2, 1, 3]) for n in ("query", "key", "value"))
+        q, k, v = (g.op("Transpose", [g.op("Reshape", [_linear(g, h, w[n], lp[n]["bias"], quantize, ax(i, n)), heads_shape])], perm=[0, 2, 1, 3]) for n in ("query", "key", "value"))
         kt = g.op("Transpose", [k], perm=[0, 1, 3, 2])
         scores = g.op("Add", [g.op("Mul", [g.op("MatMul", [q, kt]), inv_sqrt]), mask_bias])
         ctx = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])
         ctx = g.op("Reshape", [g.op("Transpose", [ctx], perm=[0, 2, 1, 3]), merge_shape])
-        a = _linear(g, ctx, w["attn_out"], lp["attn_out"]["bias"], quantize)
+        a = _linear(g, ctx, w["attn_out"], lp["attn_out"]["bias"], quantize, ax(i, "attn_out"))
         h = _layernorm(g, g.op("Add", [h, a]), lp["attn_ln"]["scale"], lp["attn_ln"]["bias"], cfg.layer_norm_eps)
-        f = _linear(g, h, w["ffn_in"], lp["ffn_in"]["bias"], quantize)
-        erf = g.op("Erf", [g.op("Mul", [f, g.const(np.float32(1 / np.sqrt(2)), "rsqrt2")])])
+        f = _linear(g, h, w["ffn_in"], lp["ffn_in"]["bias"], quantize, ax(i, "ffn_in"))
+        # Div by √2 (not Mul by 1/√2): the exact pattern DeepSparse fuses into its GELU kernel
+        erf = g.op("Erf", [g.op("Div", [f, g.const(np.float32(np.sqrt(2)), "sqrt2")])])
         f = g.op("Mul", [g.op("Mul", [f, g.op("Add", [erf, g.const(np.float32(1.0), "one_g")])]), g.const(np.float32(0.5), "half")])
-        o = _linear(g, f, w["ffn_out"], lp["ffn_out"]["bias"], quantize)
+        o = _linear(g, f, w["ffn_out"], lp["ffn_out"]["bias"], quantize, ax(i, "ffn_out"))
         h = _layernorm(g, g.op("Add", [h, o]), lp["ffn_ln"]["scale"], lp["ffn_ln"]["bias"], cfg.layer_norm_eps)
     cls = g.op("Gather", [h, g.const(np.int64(0), "cls")], axis=1)
     pooled = g.op("Tanh", [g.op("Add", [g.op("MatMul", [cls, g.const(np.asarray(params["pooler"]["weight"], np.float32).T.copy(), "pool_w")]), g.const(np.asarray(params["pooler"]["bias"], np.float32), "pool_b")])])
-    logits = g.op("Add", [g.op("MatMul", [pooled, g.const(np.asarray(params["classifier"]["weight"], np.float32).T.copy(), "cls_w")]), g.const(np.asarray(params["classifier"]["bias"], np.float32), "cls_b")])
-    g.nodes.append(helper.make_node("Identity", [logits], ["logits"]))
+    cls_mm = g.op("MatMul", [pooled, g.const(np.asarray(params["classifier"]["weight"], np.float32).T.copy(), "cls_w")])
+    g.nodes.append(helper.make_node("Add", [cls_mm, g.const(np.asarray(params["classifier"]["bias"], np.float32), "cls_b")], ["logits"]))
     inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in (ids, am, tt)]
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", cfg.num_labels])]
     graph = helper.make_graph(g.nodes, "sparsepulse_bert", inputs, outputs, g.inits)

@@ -8,11 +8,11 @@ onnx = pytest.importorskip("onnx")  # a declared dependency; importorskip only g
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 
 from compression.model import BertClassifier, BertConfig  # noqa: E402
-from compression.onnx_export import export_onnx  # noqa: E402
+from compression.onnx_export import calibrate, export_onnx  # noqa: E402
 from compression.prune import ones_masks  # noqa: E402
 
 FP32_ATOL = 1e-4
-INT8_ATOL = 0.05  # per-tensor dynamic activations in ONNX vs per-token in our scheme
+INT8_ATOL = 0.05  # per-tensor (dynamic or static) activations in ONNX vs per-token in our scheme
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +26,27 @@ def tiny():
     return cfg, p, masks
 
 
-@pytest.mark.parametrize("quantize", [None, "dynamic"])
+@pytest.mark.parametrize("quantize", [None, "dynamic", "qdq"])
 def test_onnx_matches_jax(tiny, tmp_path, quantize):
     cfg, p, masks = tiny
-    path = export_onnx(p, cfg, tmp_path / "m.onnx", masks=masks, quantize=quantize)
+    amax = None
+    if quantize == "qdq":  # static scales calibrated on random token sequences
+        rng = np.random.default_rng(1)
+        amax = calibrate(BertClassifier(cfg), p, [rng.integers(0, 200, n).astype(np.int32) for n in (4, 10, 7, 12)], masks=masks)
+        assert set(amax["layer_1"]) == {"query", "key", "value", "attn_out", "ffn_in", "ffn_out"} and amax["layer_0"]["ffn_out"] > 0
+        with pytest.raises(ValueError, match="calibration"):
+            export_onnx(p, cfg, tmp_path / "x.onnx", masks=masks, quantize="qdq")
+    path = export_onnx(p, cfg, tmp_path / "m.onnx", masks=masks, quantize=quantize, amax=amax)
     onnx.checker.check_model(onnx.load(str(path)))
     x = np.random.default_rng(0).integers(0, 200, (3, 10)).astype(np.int64)
     am = np.ones_like(x)
     am[1, 6:] = 0
-    out = ReferenceEvaluator(str(path)).run(None, {"input_ids": x, "attention_mask": am, "token_type_ids": np.zeros_like(x)})[0]
+    model = onnx.load(str(path))
+    if quantize == "qdq":  # onnx's reference evaluator implements (De)QuantizeLinear from opset 19 on
+        from onnx import version_converter
+
+        model = version_converter.convert_version(model, 19)
+    out = ReferenceEvaluator(model).run(None, {"input_ids": x, "attention_mask": am, "token_type_ids": np.zeros_like(x)})[0]
     ref = np.asarray(BertClassifier(cfg, quantize=quantize is not None).apply({"params": p}, x, am, masks=masks))
     np.testing.assert_allclose(out, ref, atol=FP32_ATOL if quantize is None else INT8_ATOL)
     assert out.shape == (3, 3)
