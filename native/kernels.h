@@ -104,6 +104,16 @@ static void pack_tile(const int8_t *xq, int32_t in, int32_t t0, int32_t nt, int1
     }
 }
 
+/* The AVX-512 VNNI layout of one tile: xp: (in/4, SP_TILE, 4) uint8 = int8 + 128 (vpdpbusd takes
+ * unsigned activations; the kernel subtracts 128 * sum(w) per row). Missing tokens are 0 (128). */
+static void pack_tile_u8(const int8_t *xq, int32_t in, int32_t t0, int32_t nt, uint8_t *xp) {
+    const int32_t nb = in / 4;
+    for (int32_t t = 0; t < SP_TILE; t++)
+        for (int32_t c = 0; c < nb; c++)
+            for (int32_t k = 0; k < 4; k++)
+                xp[((size_t)c * SP_TILE + t) * 4 + k] = (uint8_t)((t < nt ? xq[(size_t)(t0 + t) * in + c * 4 + k] : 0) + 128);
+}
+
 #if SP_X86
 /* out[j] = column j of the 8x8 block given as rows r[0..7] (in place). */
 SP_AVX2 static inline void transpose8(__m256 r[8]) {
@@ -163,6 +173,59 @@ SP_AVX2 static void lin_tile_avx2(const sp_lin *L, const int16_t *xp, const floa
             }
         }
         for (int32_t m = 0; m < SP_OCT; m++) transpose8(res[m]); /* res[m][j] = token 8m+j, rows og .. og+7 */
+        for (int32_t j = 0; j < nt; j++) {
+            const __m256 v = res[j / 8][j % 8];
+            float *dst = y + (size_t)(t0 + j) * L->out + og;
+            if (ng == 8) {
+                _mm256_storeu_ps(dst, v);
+            } else {
+                float tmp[8];
+                _mm256_storeu_ps(tmp, v);
+                for (int32_t r = 0; r < ng; r++) dst[r] = tmp[r];
+            }
+        }
+    }
+}
+/* AVX-512 VNNI, exact: vpdpbusd multiplies unsigned bytes (activation + 128, 0..254) by signed
+ * bytes (weights, -127..127) and adds the four products of a token's 4-block to its int32 lane,
+ * with no intermediate saturation (unlike vpmaddubsw); subtracting 128 * sum(w) gives exactly
+ * the integer sum of the other kernels (|sum| <= 255 * 127 * in < 2^31). Per 4-block: one 32-bit
+ * weight broadcast and SP_TILE/16 vpdpbusd. Same tile, epilogue and output as lin_tile_avx2.
+ * xp: the pack_tile_u8 layout (64-byte aligned). */
+#if SP_TILE != 32
+#error "lin_tile_vnni is written for 32-token tiles"
+#endif
+SP_AVX512 static void lin_tile_vnni(const sp_lin *L, const uint8_t *xp, const float *xs, int32_t o0, int32_t o1, int32_t t0, int32_t nt,
+                                   float *y) {
+    __m256 s8[SP_OCT];
+    for (int32_t m = 0; m < SP_OCT; m++) s8[m] = _mm256_loadu_ps(xs + 8 * m);
+    const int32_t *w32 = (const int32_t *)L->w8;
+    for (int32_t og = o0; og < o1; og += 8) {
+        const int32_t ng = o1 - og < 8 ? o1 - og : 8;
+        __m256 res[SP_OCT][8];
+        for (int32_t r = 0; r < 8; r++) {
+            if (r >= ng) {
+                for (int32_t m = 0; m < SP_OCT; m++) res[m][r] = _mm256_setzero_ps();
+                continue;
+            }
+            const int32_t o = og + r;
+            __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+            const int32_t end = L->row_ptr[o + 1];
+            for (int32_t b = L->row_ptr[o]; b < end; b++) {
+                const __m512i w = _mm512_set1_epi32(w32[b]);
+                const uint8_t *p = xp + (size_t)L->col_idx[b] * (SP_TILE * 4);
+                a0 = _mm512_dpbusd_epi32(a0, _mm512_load_si512((const void *)p), w);
+                a1 = _mm512_dpbusd_epi32(a1, _mm512_load_si512((const void *)(p + 64)), w);
+            }
+            const __m512i corr = _mm512_set1_epi32(128 * L->wsum[o]);
+            a0 = _mm512_sub_epi32(a0, corr);
+            a1 = _mm512_sub_epi32(a1, corr);
+            const __m256i t8[SP_OCT] = {_mm512_castsi512_si256(a0), _mm512_extracti64x4_epi64(a0, 1), _mm512_castsi512_si256(a1),
+                                        _mm512_extracti64x4_epi64(a1, 1)};
+            const __m256 sc = _mm256_set1_ps(L->scale[o]), bi = _mm256_set1_ps(L->bias[o]);
+            for (int32_t m = 0; m < SP_OCT; m++) res[m][r] = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(s8[m], sc), _mm256_cvtepi32_ps(t8[m])), bi);
+        }
+        for (int32_t m = 0; m < SP_OCT; m++) transpose8(res[m]);
         for (int32_t j = 0; j < nt; j++) {
             const __m256 v = res[j / 8][j % 8];
             float *dst = y + (size_t)(t0 + j) * L->out + og;

@@ -14,9 +14,13 @@
 #define SP_TILE 32 /* tokens per AVX2 tile (a multiple of 8) */
 #define SP_ALIGN 64
 
+/* Instruction-set level of a model handle: the linears' kernel; the float ops use AVX2 from 1 on. */
+enum { SP_ISA_SCALAR = 0, SP_ISA_AVX2 = 1, SP_ISA_VNNI = 2 };
+
 #if defined(__x86_64__) || defined(__i386__)
 #define SP_X86 1
 #define SP_AVX2 __attribute__((target("avx2,fma")))
+#define SP_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
 #else
 #define SP_X86 0
 #define SP_AVX2
@@ -28,7 +32,8 @@ typedef struct {
     int32_t out, in, nnz;
     int32_t *row_ptr;  /* (out + 1) */
     uint16_t *col_idx; /* (nnz) */
-    int8_t *w8;        /* (nnz, 4) as given (scalar kernel) */
+    int8_t *w8;        /* (nnz, 4) as given (scalar and AVX-512 VNNI kernels) */
+    int32_t *wsum;     /* (out): sum of each row's weights (the VNNI kernel's +128 offset correction) */
     int16_t *w16;      /* (nnz, 4) widened (AVX2 kernel) */
     float *scale;      /* (out) */
     float *bias;       /* (out) */

@@ -17,7 +17,7 @@ static double SP_NOW(void) {
 
 struct sp_model {
     sp_config cfg;
-    int use_avx2;
+    int isa; /* SP_ISA_* */
     int64_t bytes;
     int8_t *word;      /* (V, C) */
     float *word_scale; /* (V) */
@@ -57,14 +57,31 @@ int sp_cpu_has_avx2(void) {
 #endif
 }
 
-static sp_status pick_kernel(sp_kernel k, int *use_avx2) {
-    if (k == SP_KERNEL_SCALAR) { *use_avx2 = 0; return SP_OK; }
-    if (k == SP_KERNEL_AVX2) {
+int sp_cpu_has_avx512_vnni(void) {
+#if SP_X86 && defined(__GNUC__)
+    __builtin_cpu_init();
+    return sp_cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+#else
+    return 0;
+#endif
+}
+
+static sp_status pick_kernel(sp_kernel k, int *isa) {
+    switch (k) {
+    case SP_KERNEL_SCALAR: *isa = SP_ISA_SCALAR; return SP_OK;
+    case SP_KERNEL_AVX2:
         if (!sp_cpu_has_avx2()) return SP_ERR_UNSUPPORTED;
-        *use_avx2 = 1;
+        *isa = SP_ISA_AVX2;
+        return SP_OK;
+    case SP_KERNEL_AVX512_VNNI:
+        if (!sp_cpu_has_avx512_vnni()) return SP_ERR_UNSUPPORTED;
+        *isa = SP_ISA_VNNI;
+        return SP_OK;
+    case SP_KERNEL_AUTO:
+        *isa = sp_cpu_has_avx512_vnni() ? SP_ISA_VNNI : (sp_cpu_has_avx2() ? SP_ISA_AVX2 : SP_ISA_SCALAR);
         return SP_OK;
     }
-    if (k == SP_KERNEL_AUTO) { *use_avx2 = sp_cpu_has_avx2(); return SP_OK; }
     return SP_ERR_ARG;
 }
 
@@ -101,18 +118,24 @@ static sp_status copy_linear(const sp_linear *l, sp_lin *d, int64_t *bytes) {
     d->col_idx = sp_alloc(sizeof(uint16_t) * (size_t)l->nnz_blocks);
     d->w8 = sp_alloc((size_t)l->nnz_blocks * 4);
     d->w16 = sp_alloc(sizeof(int16_t) * 4 * (size_t)l->nnz_blocks);
+    d->wsum = sp_alloc(sizeof(int32_t) * (size_t)l->out);
     d->scale = sp_alloc(sizeof(float) * (size_t)l->out);
     d->bias = sp_alloc(sizeof(float) * (size_t)l->out);
-    if (!d->row_ptr || !d->col_idx || !d->w8 || !d->w16 || !d->scale || !d->bias) return SP_ERR_NOMEM;
+    if (!d->row_ptr || !d->col_idx || !d->w8 || !d->w16 || !d->wsum || !d->scale || !d->bias) return SP_ERR_NOMEM;
     memcpy(d->row_ptr, l->row_ptr, sizeof(int32_t) * (size_t)(l->out + 1));
     if (l->nnz_blocks) {
         memcpy(d->col_idx, l->col_idx, sizeof(uint16_t) * (size_t)l->nnz_blocks);
         memcpy(d->w8, l->values, (size_t)l->nnz_blocks * 4);
     }
     for (int64_t i = 0; i < (int64_t)l->nnz_blocks * 4; i++) d->w16[i] = l->values[i];
+    for (int32_t o = 0; o < l->out; o++) {
+        int32_t sum = 0;
+        for (int64_t i = (int64_t)l->row_ptr[o] * 4; i < (int64_t)l->row_ptr[o + 1] * 4; i++) sum += l->values[i];
+        d->wsum[o] = sum;
+    }
     memcpy(d->scale, l->scale, sizeof(float) * (size_t)l->out);
     memcpy(d->bias, l->bias, sizeof(float) * (size_t)l->out);
-    *bytes += (int64_t)l->nnz_blocks * (2 + 4 + 8) + (int64_t)l->out * 12 + 4;
+    *bytes += (int64_t)l->nnz_blocks * (2 + 4 + 8) + (int64_t)l->out * 16 + 4;
     return SP_OK;
 }
 
@@ -121,6 +144,7 @@ static void free_linear(sp_lin *d) {
     free(d->col_idx);
     free(d->w8);
     free(d->w16);
+    free(d->wsum);
     free(d->scale);
     free(d->bias);
 }
@@ -168,8 +192,8 @@ sp_status sp_model_create(const sp_config *cfg, const sp_weights *w, sp_kernel k
         cfg->max_position > 8192 || cfg->num_labels > 1024)
         return SP_ERR_SHAPE;
     if (!(cfg->layer_norm_eps > 0.f) || !isfinite(cfg->layer_norm_eps)) return SP_ERR_VALUE;
-    int use_avx2;
-    sp_status st = pick_kernel(kernel, &use_avx2);
+    int isa;
+    sp_status st = pick_kernel(kernel, &isa);
     if (st != SP_OK) return st;
     for (int32_t i = 0; i < L; i++) {
         const sp_layer *ly = &w->layers[i];
@@ -184,7 +208,7 @@ sp_status sp_model_create(const sp_config *cfg, const sp_weights *w, sp_kernel k
     sp_model *m = calloc(1, sizeof *m);
     if (!m) return SP_ERR_NOMEM;
     m->cfg = *cfg;
-    m->use_avx2 = use_avx2;
+    m->isa = isa;
     m->bytes = sizeof *m;
     st = SP_OK;
     m->word = sp_alloc((size_t)V * C);
@@ -258,23 +282,39 @@ SP_AVX2 static void scatter_row_avx2(const int8_t *q, int32_t C, int32_t t, int1
     }
     for (; c < C; c++) base[(size_t)(c / 4) * SP_TILE * 4 + c % 4] = q[c];
 }
+
+/* Row t's int8 values q (C) -> its slots in the VNNI tiles xp (tiles, C/4, SP_TILE, 4), as q + 128. */
+SP_AVX2 static void scatter_row_u8(const int8_t *q, int32_t C, int32_t t, uint8_t *xp) {
+    uint8_t *base = xp + (size_t)(t / SP_TILE) * C * SP_TILE + (size_t)(t % SP_TILE) * 4;
+    const __m128i off = _mm_set1_epi8((char)0x80);
+    int32_t c = 0;
+    for (; c + 16 <= C; c += 16) { /* 4 blocks of 4 */
+        int32_t w4[4];
+        _mm_storeu_si128((__m128i *)w4, _mm_xor_si128(_mm_loadu_si128((const __m128i *)(q + c)), off)); /* + 128 */
+        uint8_t *d = base + (size_t)(c / 4) * SP_TILE * 4;
+        for (int k = 0; k < 4; k++) memcpy(d + (size_t)k * SP_TILE * 4, &w4[k], 4);
+    }
+    for (; c < C; c++) base[(size_t)(c / 4) * SP_TILE * 4 + c % 4] = (uint8_t)(q[c] + 128);
+}
 #endif
 
 /* The row-wise work before a linear layer, fused into one pass per row (one parallel region):
  *   src = LayerNorm(x + r) -> out   when gamma != NULL (r may be NULL), else src = x;
  *   src <- GELU(src)                when gelu (x is overwritten);
- *   per-token INT8 quantisation of src -> xs, and xq (scalar kernel) or the packed tiles xp (AVX2)
- *                                   when quant.
+ *   per-token INT8 quantisation of src -> xs, and xq (scalar kernel) or the packed tiles xp (int16
+ *                                   for AVX2, uint8 + 128 for AVX-512 VNNI) when quant.
  * Every step is the same arithmetic as the unfused ops, row by row. */
 static void prep_rows(float *x, const float *r, const float *gamma, const float *beta, float eps, int gelu, float *out, int quant,
-                      int32_t N, int32_t C, int8_t *xq, float *xs, int16_t *xp, int use_avx2, int nt) {
+                      int32_t N, int32_t C, int8_t *xq, float *xs, void *xp, int isa, int nt) {
+    const int use_avx2 = isa >= SP_ISA_AVX2;
 #if SP_X86
     if (use_avx2 && quant) { /* padding tokens of the last tile: zero activations, zero scale */
         const int32_t tiles = (N + SP_TILE - 1) / SP_TILE;
         int8_t *zero = xq; /* C bytes of scratch, rewritten by the row loop afterwards */
         memset(zero, 0, (size_t)C);
         for (int32_t t = N; t < tiles * SP_TILE; t++) {
-            scatter_row_avx2(zero, C, t, xp);
+            if (isa == SP_ISA_VNNI) scatter_row_u8(zero, C, t, xp);
+            else scatter_row_avx2(zero, C, t, xp);
             xs[t] = 0.f;
         }
     }
@@ -304,7 +344,8 @@ static void prep_rows(float *x, const float *r, const float *gamma, const float 
 #if SP_X86
         if (use_avx2) {
             xs[t] = quantize_row_avx2(src, C, q);
-            scatter_row_avx2(q, C, t, xp);
+            if (isa == SP_ISA_VNNI) scatter_row_u8(q, C, t, xp);
+            else scatter_row_avx2(q, C, t, xp);
             continue;
         }
 #endif
@@ -312,21 +353,22 @@ static void prep_rows(float *x, const float *r, const float *gamma, const float 
     }
 }
 
-/* y: (N, out) = linear(xq); xp: packed tiles and xsp: (tiles*16) scales for the AVX2 path. */
-static void run_linear(const sp_lin *L, const int8_t *xq, const float *xs, const int16_t *xp, const float *xsp, int32_t N,
-                       int use_avx2, int nt, float *y) {
+/* y: (N, out) = linear(xq); xp: packed tiles and xsp: (tiles * SP_TILE) scales for the SIMD paths. */
+static void run_linear(const sp_lin *L, const int8_t *xq, const float *xs, const void *xp, const float *xsp, int32_t N,
+                       int isa, int nt, float *y) {
 #if SP_X86
-    if (use_avx2) {
+    if (isa >= SP_ISA_AVX2) {
         const int32_t tiles = (N + SP_TILE - 1) / SP_TILE;
         const int32_t chunk = 64, chunks = (L->out + chunk - 1) / chunk;
-        /* token tile outer, row chunk inner: a tile (16 tokens, <= 48 KB as int16) stays in L1/L2
-         * while the layer's weights (<= ~300 KB at 80% sparsity) stream from L2 */
+        /* token tile outer, row chunk inner: a tile (32 tokens, <= 96 KB as int16, 48 KB as uint8)
+         * stays in L1/L2 while the layer's weights (<= ~300 KB at 80% sparsity) stream from L2 */
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (int32_t w = 0; w < tiles * chunks; w++) {
             int32_t i = w / chunks, c = w % chunks;
             int32_t o0 = c * chunk, o1 = o0 + chunk < L->out ? o0 + chunk : L->out;
             int32_t t0 = i * SP_TILE, n = N - t0 < SP_TILE ? N - t0 : SP_TILE;
-            lin_tile_avx2(L, xp + (size_t)i * L->in * SP_TILE, xsp + (size_t)i * SP_TILE, o0, o1, t0, n, y);
+            if (isa == SP_ISA_VNNI) lin_tile_vnni(L, (const uint8_t *)xp + (size_t)i * L->in * SP_TILE, xsp + (size_t)i * SP_TILE, o0, o1, t0, n, y);
+            else lin_tile_avx2(L, (const int16_t *)xp + (size_t)i * L->in * SP_TILE, xsp + (size_t)i * SP_TILE, o0, o1, t0, n, y);
         }
         return;
     }
@@ -351,8 +393,9 @@ sp_status sp_linear_forward(const sp_linear *lin, const int8_t *xq, const float 
     if (!lin || !xq || !xs || !y || T <= 0) return SP_ERR_ARG;
     sp_status st = check_linear(lin, lin->out, lin->in);
     if (st != SP_OK) return st;
-    int use_avx2;
-    if ((st = pick_kernel(kernel, &use_avx2)) != SP_OK) return st;
+    int isa;
+    if ((st = pick_kernel(kernel, &isa)) != SP_OK) return st;
+    const int use_avx2 = isa >= SP_ISA_AVX2;
     sp_lin L;
     memset(&L, 0, sizeof L);
     int64_t bytes = 0;
@@ -368,10 +411,11 @@ sp_status sp_linear_forward(const sp_linear *lin, const int8_t *xq, const float 
             memcpy(xsp, xs, sizeof(float) * (size_t)T);
             for (int32_t i = 0; i < tiles; i++) {
                 int32_t t0 = i * SP_TILE, n = T - t0 < SP_TILE ? T - t0 : SP_TILE;
-                pack_tile(xq, lin->in, t0, n, xp + (size_t)i * lin->in * SP_TILE);
+                if (isa == SP_ISA_VNNI) pack_tile_u8(xq, lin->in, t0, n, (uint8_t *)xp + (size_t)i * lin->in * SP_TILE);
+                else pack_tile(xq, lin->in, t0, n, xp + (size_t)i * lin->in * SP_TILE);
             }
         }
-        run_linear(&L, xq, xs, xp, xsp, T, use_avx2, nt, y);
+        run_linear(&L, xq, xs, xp, xsp, T, isa, nt, y);
     }
     free(xp);
     free(xsp);
@@ -399,7 +443,7 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
         if (ids[t] < 0 || ids[t] >= cfg->vocab_size) return SP_ERR_INDEX;
 
     const int nt = nthreads(threads);
-    const int avx = m->use_avx2;
+    const int isa = m->isa, avx = isa >= SP_ISA_AVX2;
     const int32_t tiles = (N + SP_TILE - 1) / SP_TILE;
     const size_t NC = (size_t)N * C, NI = (size_t)N * I;
     int32_t *off = sp_alloc(sizeof(int32_t) * (size_t)(n_seqs + 1));
@@ -430,15 +474,15 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
             }
         const float eps = cfg->layer_norm_eps;
         double tp = SP_NOW();
-        prep_rows(h, NULL, m->emb_g, m->emb_b, eps, 0, h, 1, N, C, xq, xs, xp, avx, nt);
+        prep_rows(h, NULL, m->emb_g, m->emb_b, eps, 0, h, 1, N, C, xq, xs, xp, isa, nt);
         t_prep += SP_NOW() - tp;
         for (int32_t l = 0; l < cfg->num_layers; l++) {
             const sp_lin *lin = m->lin + (size_t)l * 6;
             const float *ln = m->ln + (size_t)l * 4 * C;
             t0 = SP_NOW();
-            run_linear(&lin[0], xq, xs, xp, xs, N, avx, nt, q);
-            run_linear(&lin[1], xq, xs, xp, xs, N, avx, nt, k);
-            run_linear(&lin[2], xq, xs, xp, xs, N, avx, nt, v);
+            run_linear(&lin[0], xq, xs, xp, xs, N, isa, nt, q);
+            run_linear(&lin[1], xq, xs, xp, xs, N, isa, nt, k);
+            run_linear(&lin[2], xq, xs, xp, xs, N, isa, nt, v);
             t_lin += SP_NOW() - t0;
             t0 = SP_NOW();
             /* work items: (sequence, group of heads); whole sequences when there are enough of them
@@ -458,26 +502,26 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
             }
             t_att += SP_NOW() - t0;
             tp = SP_NOW();
-            prep_rows(ctx, NULL, NULL, NULL, eps, 0, NULL, 1, N, C, xq, xs, xp, avx, nt);
+            prep_rows(ctx, NULL, NULL, NULL, eps, 0, NULL, 1, N, C, xq, xs, xp, isa, nt);
             t_prep += SP_NOW() - tp;
             t0 = SP_NOW();
-            run_linear(&lin[3], xq, xs, xp, xs, N, avx, nt, q); /* q <- attention output projection */
+            run_linear(&lin[3], xq, xs, xp, xs, N, isa, nt, q); /* q <- attention output projection */
             t_lin += SP_NOW() - t0;
             tp = SP_NOW();
-            prep_rows(h, q, ln, ln + C, eps, 0, h, 1, N, C, xq, xs, xp, avx, nt);
+            prep_rows(h, q, ln, ln + C, eps, 0, h, 1, N, C, xq, xs, xp, isa, nt);
             t_prep += SP_NOW() - tp;
             t0 = SP_NOW();
-            run_linear(&lin[4], xq, xs, xp, xs, N, avx, nt, ff);
+            run_linear(&lin[4], xq, xs, xp, xs, N, isa, nt, ff);
             t_lin += SP_NOW() - t0;
             tp = SP_NOW();
-            prep_rows(ff, NULL, NULL, NULL, eps, 1, NULL, 1, N, I, xq, xs, xp, avx, nt);
+            prep_rows(ff, NULL, NULL, NULL, eps, 1, NULL, 1, N, I, xq, xs, xp, isa, nt);
             t_prep += SP_NOW() - tp;
             t0 = SP_NOW();
-            run_linear(&lin[5], xq, xs, xp, xs, N, avx, nt, q);
+            run_linear(&lin[5], xq, xs, xp, xs, N, isa, nt, q);
             t_lin += SP_NOW() - t0;
             /* the layer's output LayerNorm, fused with the next layer's quantisation */
             tp = SP_NOW();
-            prep_rows(h, q, ln + 2 * C, ln + 3 * C, eps, 0, h, l + 1 < cfg->num_layers, N, C, xq, xs, xp, avx, nt);
+            prep_rows(h, q, ln + 2 * C, ln + 3 * C, eps, 0, h, l + 1 < cfg->num_layers, N, C, xq, xs, xp, isa, nt);
             t_prep += SP_NOW() - tp;
         }
         /* pooler (tanh dense on [CLS]) + classifier + softmax, per sequence */

@@ -29,7 +29,7 @@
 extern "C" {
 #endif
 
-#define SP_ABI_VERSION 2
+#define SP_ABI_VERSION 3
 #define SP_BLOCK 4
 
 typedef enum {
@@ -43,8 +43,10 @@ typedef enum {
     SP_ERR_UNSUPPORTED = 7 /* requested kernel not available on this CPU */
 } sp_status;
 
-/* Kernel choice: AUTO picks AVX2 when the CPU has it, else the scalar reference. */
-typedef enum { SP_KERNEL_AUTO = 0, SP_KERNEL_SCALAR = 1, SP_KERNEL_AVX2 = 2 } sp_kernel;
+/* Kernel choice: AUTO picks the best the CPU has: AVX512_VNNI (sparse INT8 linears with
+ * vpdpbusd, everything else as AVX2), then AVX2, else the scalar reference. All give identical
+ * integer accumulations; AVX2 and AVX512_VNNI give bit-identical outputs. */
+typedef enum { SP_KERNEL_AUTO = 0, SP_KERNEL_SCALAR = 1, SP_KERNEL_AVX2 = 2, SP_KERNEL_AVX512_VNNI = 3 } sp_kernel;
 
 typedef struct {
     int32_t vocab_size, hidden, num_layers, num_heads, intermediate, max_position, type_vocab_size, num_labels;
@@ -85,6 +87,7 @@ const char *sp_status_message(int status);
 int sp_abi_version(void);
 /* 1 when the running CPU supports the AVX2 kernels, else 0. */
 int sp_cpu_has_avx2(void);
+int sp_cpu_has_avx512_vnni(void); /* AVX-512 F/BW/VL + VNNI (and AVX2/FMA) */
 
 /* Validate and copy the weights; *out receives the handle (NULL on error). */
 sp_status sp_model_create(const sp_config *cfg, const sp_weights *w, sp_kernel kernel, sp_model **out);
@@ -100,7 +103,7 @@ int64_t sp_model_bytes(const sp_model *m);
  *   threads: worker threads (1 .. 256); 0 = the OpenMP default
  * Per-stage wall-clock seconds are added to timings[0..4] (sparse INT8 linear layers, attention,
  * row-wise work: LayerNorm + GELU + activation quantisation, other: embeddings, pooler, classifier,
- * allocation; total) when timings is not NULL. (ABI 2: five entries; ABI 1 had four.)
+ * allocation; total) when timings is not NULL. (ABI 2+: five entries; ABI 1 had four. ABI 3: SP_KERNEL_AVX512_VNNI.)
  */
 sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengths, int32_t n_seqs, int32_t threads,
                      float *probs, double *timings);

@@ -4,9 +4,9 @@ Build switches (environment; an unknown value is an error, not a silent default)
     SPARSEPULSE_OPENMP=1|0     multi-threading through OpenMP (default 1)
     SPARSEPULSE_SANITIZE=0|1   -fsanitize=address,undefined (CI's sanitizer build; default 0)
     SPARSEPULSE_DEBUG=0|1      -O0 -g instead of -O3 (default 0)
-The AVX2 kernels are compiled with function-level target attributes and chosen at run time
-(``sp_cpu_has_avx2``), so one build serves CPUs with and without AVX2; on other architectures
-only the portable kernels are built.
+The AVX2 and AVX-512 VNNI kernels are compiled with function-level target attributes and chosen
+at run time (``sp_cpu_has_avx2``, ``sp_cpu_has_avx512_vnni``), so one build serves CPUs with and
+without them; on other architectures only the portable kernels are built.
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ except ImportError as e:  # pragma: no cover - only without a build
         f"which compiles native/ through cffi ({e})"
     ) from e
 
-KERNELS = {"auto": lib.SP_KERNEL_AUTO, "scalar": lib.SP_KERNEL_SCALAR, "avx2": lib.SP_KERNEL_AVX2}
+KERNELS = {"auto": lib.SP_KERNEL_AUTO, "scalar": lib.SP_KERNEL_SCALAR, "avx2": lib.SP_KERNEL_AVX2, "avx512vnni": lib.SP_KERNEL_AVX512_VNNI}
 
 
 def _check(status: int, where: str) -> None:
@@ -29,6 +29,15 @@ def _check(status: int, where: str) -> None:
 
 def cpu_has_avx2() -> bool:
     return bool(lib.sp_cpu_has_avx2())
+
+
+def cpu_has_avx512_vnni() -> bool:
+    return bool(lib.sp_cpu_has_avx512_vnni())
+
+
+def available_kernels() -> list[str]:
+    """The explicit kernels this CPU runs, reference first ("auto" picks the last)."""
+    return ["scalar"] + (["avx2"] if cpu_has_avx2() else []) + (["avx512vnni"] if cpu_has_avx512_vnni() else [])
 
 
 def _kernel(kernel: str) -> int:

@@ -4,13 +4,13 @@ import pytest
 
 from runtime.errors import ModelFormatError, NativeError
 from runtime.format import load_model, pack_linear, quantize_symmetric, save_model, unpack_linear
-from runtime.native import NativeModel, cpu_has_avx2, linear_forward, quantize_rows
+from runtime.native import NativeModel, available_kernels, linear_forward, quantize_rows
 from runtime.synthetic import TINY_CONFIG, random_tensors
 from runtime.text import NORMALIZATION_VERSION
 
 import np_reference as ref
 
-KERNELS = ["scalar"] + (["avx2"] if cpu_has_avx2() else [])
+KERNELS = available_kernels()
 #: linear layer: int32 accumulation is exact, float epilogue identical up to rounding
 LINEAR_RTOL = 1e-6
 #: whole model vs the numpy oracle (float32 vs float64 accumulation, approximated exp/erf)
@@ -69,7 +69,9 @@ def test_kernels_agree_bitwise():
     vals, col, rp = pack_linear(q)
     xq, xs = quantize_rows(rng.normal(0, 1, (45, 1536)).astype(np.float32))
     args = (vals, col, rp, rng.uniform(1e-3, 1e-2, 384).astype(np.float32), rng.normal(0, 1, 384).astype(np.float32), q.shape, xq, xs)
-    np.testing.assert_array_equal(linear_forward(*args, kernel="scalar"), linear_forward(*args, kernel="avx2"))
+    ref = linear_forward(*args, kernel="scalar")
+    for k in KERNELS[1:]:  # avx2, and avx512vnni (u8 x s8 with a +128 offset) where the CPU has it
+        np.testing.assert_array_equal(linear_forward(*args, kernel=k), ref, err_msg=k)
 
 
 def _tiny_model(tmp_path, sparsity=0.8, seed=0):
@@ -132,5 +134,5 @@ def test_whole_forward_identical_across_kernels(tmp_path):
     lens = np.array([1, 9, 33, 40, 17])
     ids = rng.integers(0, TINY_CONFIG["vocab_size"], lens.sum())
     a = NativeModel(data, kernel="scalar").forward(ids, lens)
-    b = NativeModel(data, kernel="avx2").forward(ids, lens)
-    np.testing.assert_array_equal(a, b)
+    for k in KERNELS[1:]:
+        np.testing.assert_array_equal(NativeModel(data, kernel=k).forward(ids, lens), a, err_msg=k)
