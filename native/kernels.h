@@ -134,6 +134,23 @@ SP_AVX2 static inline void transpose8(__m256 r[8]) {
     }
 }
 
+/* res[m][r]: rows r = 0..7 (ng valid) of tokens 8m .. 8m+7 -> y (token-major, row stride ld):
+ * transposed in registers, then one 8-float store per token. */
+SP_AVX2 static inline void store_rows8(__m256 res[SP_TILE / 8][8], int32_t nt, int32_t ng, float *y, int32_t ld) {
+    for (int32_t m = 0; m < SP_TILE / 8; m++) transpose8(res[m]); /* res[m][j] = token 8m+j */
+    for (int32_t j = 0; j < nt; j++) {
+        const __m256 v = res[j / 8][j % 8];
+        float *dst = y + (size_t)j * ld;
+        if (ng == 8) {
+            _mm256_storeu_ps(dst, v);
+        } else {
+            float tmp[8];
+            _mm256_storeu_ps(tmp, v);
+            for (int32_t r = 0; r < ng; r++) dst[r] = tmp[r];
+        }
+    }
+}
+
 /* AVX2, exact: int16 activations (widened in pack_tile), vpmaddwd pairs (|x|,|w| <= 127: products
  * and pair sums fit int16 x int16 -> int32 with no saturation), int32 accumulation (a row has at
  * most in/4 blocks: |acc| <= in * 127 * 127 < 2^31 for in < 133,000).
@@ -172,18 +189,7 @@ SP_AVX2 static void lin_tile_avx2(const sp_lin *L, const int16_t *xp, const floa
                 res[m][r] = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(s8[m], sc), _mm256_cvtepi32_ps(t8)), bi);
             }
         }
-        for (int32_t m = 0; m < SP_OCT; m++) transpose8(res[m]); /* res[m][j] = token 8m+j, rows og .. og+7 */
-        for (int32_t j = 0; j < nt; j++) {
-            const __m256 v = res[j / 8][j % 8];
-            float *dst = y + (size_t)(t0 + j) * L->out + og;
-            if (ng == 8) {
-                _mm256_storeu_ps(dst, v);
-            } else {
-                float tmp[8];
-                _mm256_storeu_ps(tmp, v);
-                for (int32_t r = 0; r < ng; r++) dst[r] = tmp[r];
-            }
-        }
+        store_rows8(res, nt, ng, y + (size_t)t0 * L->out + og, L->out);
     }
 }
 /* AVX-512 VNNI, exact: vpdpbusd multiplies unsigned bytes (activation + 128, 0..254) by signed
@@ -225,18 +231,7 @@ SP_AVX512 static void lin_tile_vnni(const sp_lin *L, const uint8_t *xp, const fl
             const __m256 sc = _mm256_set1_ps(L->scale[o]), bi = _mm256_set1_ps(L->bias[o]);
             for (int32_t m = 0; m < SP_OCT; m++) res[m][r] = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(s8[m], sc), _mm256_cvtepi32_ps(t8[m])), bi);
         }
-        for (int32_t m = 0; m < SP_OCT; m++) transpose8(res[m]);
-        for (int32_t j = 0; j < nt; j++) {
-            const __m256 v = res[j / 8][j % 8];
-            float *dst = y + (size_t)(t0 + j) * L->out + og;
-            if (ng == 8) {
-                _mm256_storeu_ps(dst, v);
-            } else {
-                float tmp[8];
-                _mm256_storeu_ps(tmp, v);
-                for (int32_t r = 0; r < ng; r++) dst[r] = tmp[r];
-            }
-        }
+        store_rows8(res, nt, ng, y + (size_t)t0 * L->out + og, L->out);
     }
 }
 #endif
