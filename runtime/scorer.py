@@ -68,6 +68,7 @@ class Scorer:
         self._stats_lock = threading.Lock()
         self._stats = ScorerStats()
         self._cls, self._sep = self._tok.cls_token_id, self._tok.sep_token_id
+        self._executor = None  # tokenisation helper thread for multi-chunk calls (created on first use)
 
     @property
     def model_bytes(self) -> int:
@@ -94,15 +95,25 @@ class Scorer:
             pos += n
         return ids, lengths, truncated
 
+    def _encode_timed(self, chunk: Sequence[str]):
+        t0 = time.perf_counter()
+        ids, lengths, truncated = self.encode(chunk)
+        return ids, lengths, truncated, time.perf_counter() - t0
+
     def score(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(label indices, probabilities) for any number of texts. Beyond one chunk, the next chunk is
+        normalised and tokenised on a helper thread while C scores the current one (the C call
+        releases the GIL), which keeps most of the tokenisation off the critical path."""
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise InputError("score() expects a sequence of str")
         n = len(texts)
         probs = np.empty((n, len(self.labels)), np.float32)
-        for s in range(0, n, self.chunk_size):
+        starts = list(range(0, n, self.chunk_size))
+        pending = None
+        for k, s in enumerate(starts):
             chunk = texts[s : s + self.chunk_size]
-            t0 = time.perf_counter()
-            ids, lengths, truncated = self.encode(chunk)
+            ids, lengths, truncated, tok_s = pending.result() if pending is not None else self._encode_timed(chunk)
+            pending = self._pool().submit(self._encode_timed, texts[starts[k + 1] : starts[k + 1] + self.chunk_size]) if k + 1 < len(starts) else None
             t1 = time.perf_counter()
             probs[s : s + len(chunk)] = self._model.forward(ids, lengths, self.threads)
             t2 = time.perf_counter()
@@ -112,6 +123,14 @@ class Scorer:
                 st.batches += 1
                 st.truncated += truncated
                 st.tokens += int(lengths.sum())
-                st.tokenize_s += t1 - t0
+                st.tokenize_s += tok_s
                 st.native_s += t2 - t1
         return probs.argmax(1), probs
+
+    def _pool(self):
+        with self._stats_lock:
+            if self._executor is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparsepulse-tokenize")
+            return self._executor
