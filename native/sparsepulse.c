@@ -1,4 +1,6 @@
 /* SparsePulse native runtime: model handle and the encoder forward pass. See sparsepulse.h. */
+#include <stdatomic.h>
+
 #include "sp_internal.h"
 #include "kernels.h"
 #include "ops.h"
@@ -28,6 +30,11 @@ struct sp_model {
     float *ln;         /* (L, 4, C): attn gamma, attn beta, ffn gamma, ffn beta */
     float *pool_wt; /* (C_in, C_out): the pooler weight transposed */
     float *pool_b, *cls_w, *cls_b;
+    /* forward workspace kept between calls (no page faults on every call); one caller at a time
+     * holds it (ws_busy), a concurrent caller allocates its own. Not counted in sp_model_bytes. */
+    atomic_int ws_busy;
+    void *ws;
+    size_t ws_size;
 };
 
 static const char *const sp_messages[] = {
@@ -175,6 +182,7 @@ void sp_model_free(sp_model *m) {
     free(m->pool_b);
     free(m->cls_w);
     free(m->cls_b);
+    free(m->ws);
     free(m);
 }
 
@@ -209,6 +217,7 @@ sp_status sp_model_create(const sp_config *cfg, const sp_weights *w, sp_kernel k
     if (!m) return SP_ERR_NOMEM;
     m->cfg = *cfg;
     m->isa = isa;
+    atomic_init(&m->ws_busy, 0);
     m->bytes = sizeof *m;
     st = SP_OK;
     m->word = sp_alloc((size_t)V * C);
@@ -446,16 +455,41 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
     const int isa = m->isa, avx = isa >= SP_ISA_AVX2;
     const int32_t tiles = (N + SP_TILE - 1) / SP_TILE;
     const size_t NC = (size_t)N * C, NI = (size_t)N * I;
-    int32_t *off = sp_alloc(sizeof(int32_t) * (size_t)(n_seqs + 1));
-    float *h = sp_alloc(sizeof(float) * NC), *q = sp_alloc(sizeof(float) * NC), *k = sp_alloc(sizeof(float) * NC);
-    float *v = sp_alloc(sizeof(float) * NC), *ctx = sp_alloc(sizeof(float) * NC), *ff = sp_alloc(sizeof(float) * NI);
-    int8_t *xq = sp_alloc(NI > NC ? NI : NC);
-    float *xs = sp_alloc(sizeof(float) * (size_t)tiles * SP_TILE);
-    int16_t *xp = avx ? sp_alloc(sizeof(int16_t) * (size_t)tiles * SP_TILE * (size_t)(I > C ? I : C)) : NULL;
     const size_t scratch_per = ((size_t)Tmax + (size_t)(C / H)) * (size_t)((Tmax + 7) / 8 * 8);
-    float *scratch = sp_alloc(sizeof(float) * scratch_per * (size_t)nt);
-    sp_status st = SP_OK;
-    if (!off || !h || !q || !k || !v || !ctx || !ff || !xq || !xs || !scratch || (avx && !xp)) st = SP_ERR_NOMEM;
+    /* one workspace block carved into 64-byte aligned buffers */
+    enum { W_OFF, W_H, W_Q, W_K, W_V, W_CTX, W_FF, W_XQ, W_XS, W_XP, W_SCRATCH, W_N };
+    const size_t sz[W_N] = {
+        sizeof(int32_t) * (size_t)(n_seqs + 1), sizeof(float) * NC, sizeof(float) * NC, sizeof(float) * NC, sizeof(float) * NC,
+        sizeof(float) * NC, sizeof(float) * NI, NI > NC ? NI : NC, sizeof(float) * (size_t)tiles * SP_TILE,
+        avx ? sizeof(int16_t) * (size_t)tiles * SP_TILE * (size_t)(I > C ? I : C) : 0, sizeof(float) * scratch_per * (size_t)nt};
+    size_t at[W_N], total = 0;
+    for (int i = 0; i < W_N; i++) {
+        at[i] = total;
+        total += (sz[i] + SP_ALIGN - 1) / SP_ALIGN * SP_ALIGN;
+    }
+    sp_model *mm = (sp_model *)m; /* the workspace cache is the handle's only mutable part */
+    int expected = 0, cached = atomic_compare_exchange_strong(&mm->ws_busy, &expected, 1);
+    char *base;
+    if (cached) {
+        if (mm->ws_size < total) {
+            free(mm->ws);
+            mm->ws = sp_alloc(total);
+            mm->ws_size = mm->ws ? total : 0;
+        }
+        base = mm->ws;
+    } else {
+        base = sp_alloc(total);
+    }
+    int32_t *off = base ? (int32_t *)(base + at[W_OFF]) : NULL;
+    float *h = NULL, *q = NULL, *k = NULL, *v = NULL, *ctx = NULL, *ff = NULL, *xs = NULL, *scratch = NULL;
+    int8_t *xq = NULL;
+    int16_t *xp = NULL;
+    if (base) {
+        h = (float *)(base + at[W_H]), q = (float *)(base + at[W_Q]), k = (float *)(base + at[W_K]), v = (float *)(base + at[W_V]);
+        ctx = (float *)(base + at[W_CTX]), ff = (float *)(base + at[W_FF]), xq = (int8_t *)(base + at[W_XQ]);
+        xs = (float *)(base + at[W_XS]), xp = avx ? (int16_t *)(base + at[W_XP]) : NULL, scratch = (float *)(base + at[W_SCRATCH]);
+    }
+    sp_status st = base ? SP_OK : SP_ERR_NOMEM;
     double t_lin = 0, t_att = 0, t_prep = 0, t_start = SP_NOW(), t0;
     if (st == SP_OK) {
         memset(xs, 0, sizeof(float) * (size_t)tiles * SP_TILE);
@@ -552,6 +586,7 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
         timings[3] += total - t_lin - t_att - t_prep;
         timings[4] += total;
     }
-    free(off); free(h); free(q); free(k); free(v); free(ctx); free(ff); free(xq); free(xs); free(xp); free(scratch);
+    if (cached) atomic_store(&mm->ws_busy, 0);
+    else free(base);
     return st;
 }

@@ -101,6 +101,9 @@ int64_t sp_model_bytes(const sp_model *m);
  *   lengths: (n_seqs) int32, each 1 .. max_position
  *   probs:   (n_seqs, num_labels) float32 out: softmax probabilities
  *   threads: worker threads (1 .. 256); 0 = the OpenMP default
+ * Several threads may call sp_forward on one handle at once: the first holds the handle's cached
+ * workspace (kept between calls, grown to the largest batch seen, freed by sp_model_free), the
+ * others allocate their own for the call.
  * Per-stage wall-clock seconds are added to timings[0..4] (sparse INT8 linear layers, attention,
  * row-wise work: LayerNorm + GELU + activation quantisation, other: embeddings, pooler, classifier,
  * allocation; total) when timings is not NULL. (ABI 2+: five entries; ABI 1 had four. ABI 3: SP_KERNEL_AVX512_VNNI.)
