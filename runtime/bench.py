@@ -1,7 +1,8 @@
 """Benchmark: ``python -m runtime.bench --model models/A [--model models/B] [--onnx NAME=ENGINE:PATH ...]``.
 
 The 12,284 tweets of the SemEval-2017 test set, tokenised once (the same token ids for every
-engine), 2 threads, engines interleaved round by round so that a noisy machine hits all alike.
+engine), 2 threads, engines interleaved round by round so that a noisy machine hits all alike; the external
+workers are stopped (SIGSTOP) while another engine runs, so idle spinning threads steal nothing.
 For each engine: throughput at batch 64 (tweets/s, median over rounds) and batch-1 latency p50/p99
 on median-length tweets. For our runtime also: effective GMAC/s (non-zero weights × tokens +
 attention) against the ~157 GMAC/s INT8 peak of two Zen 3 cores, where the time goes (linear /
@@ -18,6 +19,7 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -140,7 +142,16 @@ class ExternalEngine:
         finally:
             os.unlink(path)
 
+    def pause(self) -> None:
+        """Stop the worker process (SIGSTOP) while other engines are measured: engines whose idle
+        threads spin (thread pools waiting for work) would otherwise take CPU from them."""
+        os.kill(self.p.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.p.pid, signal.SIGCONT)
+
     def close(self) -> None:
+        self.resume()
         try:
             self.p.stdin.write("quit\n")
             self.p.stdin.flush()
@@ -186,10 +197,17 @@ def main(argv: list[str] | None = None) -> int:
         e.latency()
     thr: dict[str, list[float]] = {e.name: [] for e in engines}
     lat: dict[str, list[float]] = {e.name: [] for e in engines}
+    externals = [e for e in engines if isinstance(e, ExternalEngine)]
+    for x in externals:
+        x.pause()
     for r in range(args.rounds):
-        for e in engines:
+        for e in engines:  # each engine alone on the machine: the other workers are stopped
+            if isinstance(e, ExternalEngine):
+                e.resume()
             thr[e.name].append(len(texts) / e.throughput())
             lat[e.name] += e.latency()
+            if isinstance(e, ExternalEngine):
+                e.pause()
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     rows = []
     for e in engines:
