@@ -179,7 +179,8 @@ def onboarding() -> None:
 def runtime_panel(store: Store, worker: Worker) -> None:
     s = worker.status() or {}
     cols = st.columns(6)
-    cols[0].metric("Model", s.get("model", "-"), _fmt_bytes(s["model_bytes"]) if s.get("model_bytes") else None, delta_color="off")
+    size = _fmt_bytes(s["model_bytes"]) if s.get("model_bytes") else None
+    cols[0].metric("Model", s.get("model", "-"), " · ".join(x for x in (size, s.get("kernel")) if x) or None, delta_color="off")
     cols[1].metric("Posts/s", f"{s.get('posts_per_s', 0):.0f}")
     lat = s.get("p50_batch_latency_ms")
     cols[2].metric("p50 batch latency", f"{lat:.0f} ms" if lat is not None else "-")

@@ -188,6 +188,11 @@ void sp_model_free(sp_model *m) {
 
 int64_t sp_model_bytes(const sp_model *m) { return m ? m->bytes : 0; }
 
+sp_kernel sp_model_kernel(const sp_model *m) {
+    if (!m) return SP_KERNEL_AUTO;
+    return m->isa == SP_ISA_VNNI ? SP_KERNEL_AVX512_VNNI : (m->isa == SP_ISA_AVX2 ? SP_KERNEL_AVX2 : SP_KERNEL_SCALAR);
+}
+
 sp_status sp_model_create(const sp_config *cfg, const sp_weights *w, sp_kernel kernel, sp_model **out) {
     if (!out) return SP_ERR_ARG;
     *out = NULL;

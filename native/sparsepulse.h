@@ -94,6 +94,8 @@ sp_status sp_model_create(const sp_config *cfg, const sp_weights *w, sp_kernel k
 void sp_model_free(sp_model *m);
 /* Bytes of handle-owned memory. */
 int64_t sp_model_bytes(const sp_model *m);
+/* The kernel a handle runs (never SP_KERNEL_AUTO: what AUTO resolved to). */
+sp_kernel sp_model_kernel(const sp_model *m);
 
 /*
  * Forward pass for a batch of sequences of different lengths, no padding.

@@ -87,9 +87,9 @@ def _macs(model_dir: Path, lengths: np.ndarray) -> float:
 
 
 class _Ours:
-    def __init__(self, model_dir: Path, ids, lengths, lat_idx, threads: int):
-        self.name = f"sparsepulse {model_dir.name}"
-        self.m = NativeModel(load_model(model_dir))
+    def __init__(self, model_dir: Path, ids, lengths, lat_idx, threads: int, kernel: str = "auto"):
+        self.m = NativeModel(load_model(model_dir), kernel=kernel)
+        self.name = f"sparsepulse {model_dir.name} ({self.m.isa_name})"
         self.ids, self.lengths, self.lat_idx, self.threads = ids, lengths, lat_idx, threads
         self.off = np.concatenate([[0], np.cumsum(lengths)])
         self.timings = np.zeros(5)
@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bench-python", default=None, help="python of the venv with onnxruntime / deepsparse")
     ap.add_argument("--data", default=os.environ.get("SPARSEPULSE_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--kernels", default="auto", help="our kernels to measure, comma-separated (auto, avx2, avx512vnni, scalar); e.g. 'auto,avx2' adds the AVX2-only figures")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--latency-samples", type=int, default=200)
     ap.add_argument("--update", action="store_true", help="append the results to BENCHMARKS.md")
@@ -186,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     lat_idx = rng.choice(np.flatnonzero(lengths == med), size=min(args.latency_samples, int((lengths == med).sum())), replace=False)
     npz = tempfile.mktemp(suffix=".npz")
     np.savez(npz, ids=ids, lengths=lengths, latency_idx=lat_idx)
-    engines: list = [_Ours(Path(m), ids, lengths, lat_idx, args.threads) for m in args.model]
+    kernels = [k.strip() for k in args.kernels.split(",") if k.strip()]
+    engines: list = [_Ours(Path(m), ids, lengths, lat_idx, args.threads, k) for m in args.model for k in kernels]
     for spec in args.onnx:
         name, rest = spec.split("=", 1)
         engine, path = rest.split(":", 1)

@@ -119,6 +119,12 @@ class NativeModel:
     def bytes(self) -> int:
         return int(lib.sp_model_bytes(self._handle))
 
+    @property
+    def isa_name(self) -> str:
+        """The kernel in use ("auto" resolved): scalar, avx2 or avx512vnni."""
+        k = int(lib.sp_model_kernel(self._handle))
+        return next(name for name, v in KERNELS.items() if v == k and name != "auto")
+
     def forward(self, ids: np.ndarray, lengths: np.ndarray, threads: int = 0, timings: np.ndarray | None = None) -> np.ndarray:
         """ids: (sum(lengths),) int32 concatenated sequences; lengths: (n,) int32 -> probs (n, K) float32."""
         ids = np.ascontiguousarray(ids, np.int32)

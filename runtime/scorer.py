@@ -71,6 +71,11 @@ class Scorer:
         self._executor = None  # tokenisation helper thread for multi-chunk calls (created on first use)
 
     @property
+    def kernel_name(self) -> str:
+        """The C kernel in use: scalar, avx2 or avx512vnni."""
+        return self._model.isa_name
+
+    @property
     def model_bytes(self) -> int:
         return (self.model_dir / "model.safetensors").stat().st_size
 

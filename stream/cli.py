@@ -77,7 +77,7 @@ def _run(args, make_source) -> int:
         def write(st, force=False):
             if force or _time.monotonic() - last[0] >= 1.0:
                 last[0] = _time.monotonic()
-                write_status(Path(args.status_file), {**st.as_dict(), "source": src.name, "model": model_dir.name, "model_bytes": scorer.model_bytes, "paused": bool(pacer and pacer.paused), "scorer": scorer.stats()})
+                write_status(Path(args.status_file), {**st.as_dict(), "source": src.name, "model": model_dir.name, "model_bytes": scorer.model_bytes, "kernel": scorer.kernel_name, "paused": bool(pacer and pacer.paused), "scorer": scorer.stats()})
 
         callbacks.append(write)
     bar = None

@@ -136,3 +136,11 @@ def test_whole_forward_identical_across_kernels(tmp_path):
     a = NativeModel(data, kernel="scalar").forward(ids, lens)
     for k in KERNELS[1:]:
         np.testing.assert_array_equal(NativeModel(data, kernel=k).forward(ids, lens), a, err_msg=k)
+
+
+def test_kernel_in_use_is_reported(tmp_path):
+    _tiny_model(tmp_path)
+    data = load_model(tmp_path)
+    for k in KERNELS:
+        assert NativeModel(data, kernel=k).isa_name == k
+    assert NativeModel(data).isa_name == KERNELS[-1]  # auto: the best this CPU has
