@@ -178,17 +178,18 @@ def onboarding() -> None:
 
 def runtime_panel(store: Store, worker: Worker) -> None:
     s = worker.status() or {}
-    cols = st.columns(6)
     size = _fmt_bytes(s["model_bytes"]) if s.get("model_bytes") else None
-    cols[0].metric("Model", s.get("model", "-"), " · ".join(x for x in (size, s.get("kernel")) if x) or None, delta_color="off")
-    cols[1].metric("Posts/s", f"{s.get('posts_per_s', 0):.0f}")
+    # the model's full name on its own line (a metric tile would cut it)
+    st.caption("Model: " + " · ".join(str(x) for x in (s.get("model", "-"), size, s.get("kernel") and f"C kernel {s['kernel']}") if x))
+    cols = st.columns(5)
+    cols[0].metric("Posts/s", f"{s.get('posts_per_s', 0):.0f}")
     lat = s.get("p50_batch_latency_ms")
-    cols[2].metric("p50 batch latency", f"{lat:.0f} ms" if lat is not None else "-")
-    cols[3].metric("Queue depth", s.get("queue_depth", 0))
+    cols[1].metric("p50 batch latency", f"{lat:.0f} ms" if lat is not None else "-")
+    cols[2].metric("Queue depth", s.get("queue_depth", 0))
     skipped = store.skip_counts()
-    cols[4].metric("Malformed / skipped", sum(skipped.values()))
+    cols[3].metric("Malformed / skipped", sum(skipped.values()))
     state = "paused" if s.get("paused") else ("running" if s.get("running") else ("finished" if s.get("finished") else "stopped"))
-    cols[5].metric("Pipeline", state)
+    cols[4].metric("Pipeline", state)
     if skipped:
         st.caption("Skipped by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
     if s.get("error"):
