@@ -204,7 +204,8 @@ emoji -> names, long character repeats cut), uncased WordPiece (the tokenizer fi
 .venv/bin/python -m compression package --float-run runs/{float_cfg} --qat-run runs/{qat_cfg} --out models/{m['model']}
 ```
 
-Wall time on 2 Zen 3 cores: float student {(m['wall_time_s']['float'] or 0) / 60:.0f} min, QAT {(m['wall_time_s']['qat'] or 0) / 60:.0f} min.
+Wall time on the 2-core build machine (no GPU; it may have been shared with another run): float student
+{(m['wall_time_s']['float'] or 0) / 60:.0f} min, QAT {(m['wall_time_s']['qat'] or 0) / 60:.0f} min.
 Machine-readable figures: `metrics.json` (`test.macro_recall`, `recovery.test`, `sparsity`, `int8_delta.test`, ...);
 `runtime_eval.json` (confusion matrices, agreement, max |dp| vs JAX).
 """

@@ -31,7 +31,7 @@ def write_results(students: str | Path = "models/students", out: Path = _OUT) ->
         "# Compression results",
         "",
         "Macro-averaged recall (%) on the validation split and the SemEval-2017 test set; recovery = student test / teacher test;",
-        "sparsity = measured fraction of zero weights in the encoder's linear layers; wall time on 2 Zen 3 cores.",
+        "sparsity = measured fraction of zero weights in the encoder's linear layers; wall time on the 2-core build machine (runs may have shared it).",
         "`qat_*` rows: quantisation-aware trained students, evaluated as INT8 (the JAX simulation of the C kernels).",
         "Regenerate with `python -m compression results` (reads `models/students/*/metrics.json`, copied there by",
         "`python -m compression package` / `save-student`).",
