@@ -23,7 +23,7 @@ def write_results(students: str | Path = "models/students", out: Path = _OUT) ->
             pattern = "-"
         rows.append(
             f"| {m.parent.name} | {d['num_layers']} | {100 * d['sparsity']:.1f}% | {pattern} | {method} | "
-            f"{100 * d['valid']['macro_recall']:.2f} | {100 * d['test']['macro_recall']:.2f} | {100 * d['recovery']['test']:.1f}% | "
+            f"{100 * d['valid']['macro_recall']:.2f} | {100 * d['test']['macro_recall']:.2f} | {100 * d['recovery']['test']:.2f}% | "
             f"{(d.get('wall_time_s') or 0) / 3600:.2f} h | `python -m compression student --config {m.parent.name} --run-dir runs/{m.parent.name}` |"
         )
     teacher = json.loads((Path("models/teacher/metrics.json")).read_text()) if Path("models/teacher/metrics.json").is_file() else None
