@@ -88,32 +88,6 @@ static void lin_scalar(const sp_lin *L, const int8_t *xq, const float *xs, int32
     }
 }
 
-/* Pack one tile of SP_TILE tokens for the AVX2 kernel, widened to int16 once here rather than
- * once per use in the kernel: xp: (in/4, SP_TILE, 4) int16; missing tokens are 0. */
-static void pack_tile(const int8_t *xq, int32_t in, int32_t t0, int32_t nt, int16_t *xp) {
-    const int32_t nb = in / 4;
-    for (int32_t t = 0; t < SP_TILE; t++) {
-        if (t < nt) {
-            const int8_t *src = xq + (size_t)(t0 + t) * in;
-            for (int32_t c = 0; c < nb; c++)
-                for (int32_t k = 0; k < 4; k++) xp[((size_t)c * SP_TILE + t) * 4 + k] = src[c * 4 + k];
-        } else {
-            for (int32_t c = 0; c < nb; c++)
-                for (int32_t k = 0; k < 4; k++) xp[((size_t)c * SP_TILE + t) * 4 + k] = 0;
-        }
-    }
-}
-
-/* The AVX-512 VNNI layout of one tile: xp: (in/4, SP_TILE, 4) uint8 = int8 + 128 (vpdpbusd takes
- * unsigned activations; the kernel subtracts 128 * sum(w) per row). Missing tokens are 0 (128). */
-static void pack_tile_u8(const int8_t *xq, int32_t in, int32_t t0, int32_t nt, uint8_t *xp) {
-    const int32_t nb = in / 4;
-    for (int32_t t = 0; t < SP_TILE; t++)
-        for (int32_t c = 0; c < nb; c++)
-            for (int32_t k = 0; k < 4; k++)
-                xp[((size_t)c * SP_TILE + t) * 4 + k] = (uint8_t)((t < nt ? xq[(size_t)(t0 + t) * in + c * 4 + k] : 0) + 128);
-}
-
 #if SP_X86
 /* out[j] = column j of the 8x8 block given as rows r[0..7] (in place). */
 SP_AVX2 static inline void transpose8(__m256 r[8]) {
@@ -151,7 +125,7 @@ SP_AVX2 static inline void store_rows8(__m256 res[SP_TILE / 8][8], int32_t nt, i
     }
 }
 
-/* AVX2, exact: int16 activations (widened in pack_tile), vpmaddwd pairs (|x|,|w| <= 127: products
+/* AVX2, exact: int16 activations (widened when packed: scatter_row_avx2), vpmaddwd pairs (|x|,|w| <= 127: products
  * and pair sums fit int16 x int16 -> int32 with no saturation), int32 accumulation (a row has at
  * most in/4 blocks: |acc| <= in * 127 * 127 < 2^31 for in < 133,000).
  * One tile: SP_TILE tokens t0 .. t0+nt-1, rows o0 .. o1-1. Per 4-block: one 64-bit broadcast of the
@@ -197,7 +171,7 @@ SP_AVX2 static void lin_tile_avx2(const sp_lin *L, const int16_t *xp, const floa
  * with no intermediate saturation (unlike vpmaddubsw); subtracting 128 * sum(w) gives exactly
  * the integer sum of the other kernels (|sum| <= 255 * 127 * in < 2^31). Per 4-block: one 32-bit
  * weight broadcast and SP_TILE/16 vpdpbusd. Same tile, epilogue and output as lin_tile_avx2.
- * xp: the pack_tile_u8 layout (64-byte aligned). */
+ * xp: the scatter_row_u8 layout (64-byte aligned). */
 #if SP_TILE != 32
 #error "lin_tile_vnni is written for 32-token tiles"
 #endif

@@ -310,6 +310,21 @@ SP_AVX2 static void scatter_row_u8(const int8_t *q, int32_t C, int32_t t, uint8_
     }
     for (; c < C; c++) base[(size_t)(c / 4) * SP_TILE * 4 + c % 4] = (uint8_t)(q[c] + 128);
 }
+
+/* Row t into the packed tiles of the kernel in use (isa >= SP_ISA_AVX2). */
+static void scatter_row(const int8_t *q, int32_t C, int32_t t, void *xp, int isa) {
+    if (isa == SP_ISA_VNNI) scatter_row_u8(q, C, t, xp);
+    else scatter_row_avx2(q, C, t, xp);
+}
+
+/* Padding tokens N .. end of the last tile: zero activations (zero: C zero bytes), zero scale. */
+static void pad_tile_rows(const int8_t *zero, int32_t N, int32_t C, float *xs, void *xp, int isa) {
+    const int32_t tiles = (N + SP_TILE - 1) / SP_TILE;
+    for (int32_t t = N; t < tiles * SP_TILE; t++) {
+        scatter_row(zero, C, t, xp, isa);
+        xs[t] = 0.f;
+    }
+}
 #endif
 
 /* The row-wise work before a linear layer, fused into one pass per row (one parallel region):
@@ -322,15 +337,9 @@ static void prep_rows(float *x, const float *r, const float *gamma, const float 
                       int32_t N, int32_t C, int8_t *xq, float *xs, void *xp, int isa, int nt) {
     const int use_avx2 = isa >= SP_ISA_AVX2;
 #if SP_X86
-    if (use_avx2 && quant) { /* padding tokens of the last tile: zero activations, zero scale */
-        const int32_t tiles = (N + SP_TILE - 1) / SP_TILE;
-        int8_t *zero = xq; /* C bytes of scratch, rewritten by the row loop afterwards */
-        memset(zero, 0, (size_t)C);
-        for (int32_t t = N; t < tiles * SP_TILE; t++) {
-            if (isa == SP_ISA_VNNI) scatter_row_u8(zero, C, t, xp);
-            else scatter_row_avx2(zero, C, t, xp);
-            xs[t] = 0.f;
-        }
+    if (use_avx2 && quant) {
+        memset(xq, 0, (size_t)C); /* C zero bytes of scratch, rewritten by the row loop afterwards */
+        pad_tile_rows(xq, N, C, xs, xp, isa);
     }
 #endif
 #pragma omp parallel for schedule(static) num_threads(nt)
@@ -358,8 +367,7 @@ static void prep_rows(float *x, const float *r, const float *gamma, const float 
 #if SP_X86
         if (use_avx2) {
             xs[t] = quantize_row_avx2(src, C, q);
-            if (isa == SP_ISA_VNNI) scatter_row_u8(q, C, t, xp);
-            else scatter_row_avx2(q, C, t, xp);
+            scatter_row(q, C, t, xp, isa);
             continue;
         }
 #endif
@@ -421,15 +429,16 @@ sp_status sp_linear_forward(const sp_linear *lin, const int8_t *xq, const float 
     if (st == SP_OK) {
         const int nt = nthreads(threads);
         if (use_avx2) {
-            memset(xsp, 0, sizeof(float) * (size_t)tiles * SP_TILE);
+#if SP_X86
             memcpy(xsp, xs, sizeof(float) * (size_t)T);
-            for (int32_t i = 0; i < tiles; i++) {
-                int32_t t0 = i * SP_TILE, n = T - t0 < SP_TILE ? T - t0 : SP_TILE;
-                if (isa == SP_ISA_VNNI) pack_tile_u8(xq, lin->in, t0, n, (uint8_t *)xp + (size_t)i * lin->in * SP_TILE);
-                else pack_tile(xq, lin->in, t0, n, xp + (size_t)i * lin->in * SP_TILE);
-            }
+            for (int32_t t = 0; t < T; t++) scatter_row(xq + (size_t)t * lin->in, lin->in, t, xp, isa);
+            int8_t *zero = calloc((size_t)lin->in, 1);
+            if (!zero) st = SP_ERR_NOMEM;
+            else pad_tile_rows(zero, T, lin->in, xsp, xp, isa);
+            free(zero);
+#endif
         }
-        run_linear(&L, xq, xs, xp, xsp, T, isa, nt, y);
+        if (st == SP_OK) run_linear(&L, xq, xs, xp, xsp, T, isa, nt, y);
     }
     free(xp);
     free(xsp);
