@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ld = sub.add_parser("layerdrop", help="compare layer-dropping choices (short dense distillation each) on validation")
     _add_common(ld, "student3_dense")
+    ld.add_argument("--only", default=None, help="train and evaluate one candidate only, e.g. 0,2,4 (layerdrop.json untouched)")
 
     q = sub.add_parser("export-int8", help="post-training INT8 export of a teacher dir or a student run to the runtime format")
     q.add_argument("--teacher", default=None, help="an exported teacher directory (models/teacher)")
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ox.add_argument("--out", required=True)
     ox.add_argument("--runtime-model", default=None, help="a runtime model directory (its dequantised INT8 weights)")
     ox.add_argument("--int8", action="store_true", help="DynamicQuantizeLinear + MatMulInteger encoder linears")
+    ox.add_argument("--per-token-int8", action="store_true", help="our INT8 scheme (per-token activations, int8 x int8 MatMulInteger), as the C runtime computes it")
     ox.add_argument("--qdq", action="store_true", help="static QDQ INT8 (activation scales calibrated on 512 training tweets): the form DeepSparse runs")
 
     oc = sub.add_parser("check-onnx", help="run an ONNX file in ONNX Runtime / DeepSparse (separate venv) and compare with JAX on the 2017 test")
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ps = sub.add_parser("save-student", help="fp16 copy of a finished student run under models/students/ (no INT8 model)")
     ps.add_argument("run_dir")
+    ps.add_argument("--metrics-only", action="store_true", help="copy metrics / config / history only (no weights)")
 
     rs = sub.add_parser("results", help="collect the packaged students' metrics.json into compression/RESULTS.md")
     rs.add_argument("--students", default="models/students", help="folder holding the packaged students (compression.package)")
@@ -142,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.cmd == "export-onnx":
                 from .onnx_export import export_onnx
 
-                if args.int8 and args.qdq:
-                    ap.error("--int8 and --qdq are two different INT8 forms: give one")
+                if args.int8 + args.qdq + args.per_token_int8 > 1:
+                    ap.error("--int8, --per-token-int8 and --qdq are different INT8 forms: give one")
                 amax = None
                 if args.qdq:
                     from .configs.common import DataConfig
@@ -157,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                     pick = np.random.default_rng(0).choice(len(train), size=min(512, len(train)), replace=False)
                     ids, _ = encode(load_tokenizer(), [train[i].text for i in pick], dc.max_len, demojize)
                     amax = calibrate(BertClassifier(model.cfg), params, ids, masks=masks)
-                quantize = "dynamic" if args.int8 else ("qdq" if args.qdq else None)
+                quantize = "dynamic" if args.int8 else ("qdq" if args.qdq else ("per_token" if args.per_token_int8 else None))
                 print(export_onnx(params, model.cfg, args.out, masks=masks, quantize=quantize, amax=amax))
                 return 0
             from .export import export_runtime_model
@@ -180,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
             from .package import STUDENTS_DIR, save_student
 
-            print(save_student(args.run_dir, STUDENTS_DIR / Path(args.run_dir).name))
+            print(save_student(args.run_dir, STUDENTS_DIR / Path(args.run_dir).name, weights=not args.metrics_only))
             return 0
         if args.cmd == "evaluate-runtime":
             from pathlib import Path
@@ -192,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             save_json(Path(args.out or Path(args.model_dir) / "runtime_eval.json"), res)
             for split in ("valid", "test"):
                 m = res[split]
-                print(f"{split}: macro_recall {100 * m['macro_recall']:.2f}  acc {100 * m['accuracy']:.2f}  agreement_with_jax {100 * m['agreement_with_jax']:.2f}%  max|dp| {m['max_abs_dprob_vs_jax']:.4f}")
+                print(f"{split}: macro_recall {100 * m['macro_recall']:.2f}  acc {100 * m['accuracy']:.2f}  agreement_with_jax {100 * m['agreement_with_jax']:.2f}%  max|dp| {m['max_abs_dprob_vs_jax']:.4f}"
+                      f"  (C vs C with 1-ulp LayerNorm changes: max|dp| {m['noise_floor_1ulp']['max_abs_dprob']:.4f}, agreement {100 * m['noise_floor_1ulp']['agreement']:.2f}%)")
             return 0
         cfg = _cfg(args)
         if args.cmd == "teacher":
@@ -223,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "layerdrop":
             from .student import compare_layer_drops
 
-            print(compare_layer_drops(cfg, args.run_dir))
+            only = tuple(int(x) for x in args.only.split(",")) if args.only else None
+            print(compare_layer_drops(cfg, args.run_dir, only=only))
         elif args.cmd == "stats":
             from .train import prepare
 

@@ -7,6 +7,11 @@ with an additive mask from ``attention_mask``. Inputs ``input_ids``, ``attention
 
 ``quantize="dynamic"``: every encoder linear becomes DynamicQuantizeLinear → MatMulInteger with
 INT8 per-output-channel weights (the form ONNX Runtime's dynamic quantisation emits).
+``quantize="per_token"``: our own INT8 scheme, exactly as the C runtime and the JAX simulation
+compute it, in standard operators: per-token scale s = max|x| · fl32(1/127) (ReduceMax/Abs/Mul),
+q = clip(round_half_even(x / s), ±127) cast to int8, int8 × int8 MatMulInteger (int32), then
+(s · s_o) · acc + b with per-output-channel weight scales s_o; INT8 word embeddings (per row).
+ONNX Runtime runs it.
 ``quantize="qdq"``: static QuantizeLinear → DequantizeLinear on each linear's input (per-tensor
 INT8 scale = max |x| / 127 over calibration tweets, ``calibrate``) and DequantizeLinear on INT8
 weights with one scale per matrix before a float MatMul: the QDQ form that DeepSparse (and ORT's
@@ -99,6 +104,14 @@ def _linear(g: _G, x: str, w_oi, b_o, quantize: str | None, x_amax: float | None
         acc = g.op("MatMulInteger", [xq, g.const(np.ascontiguousarray(q.T), "wq"), xzp, g.const(np.zeros(w_oi.shape[0], np.int8), "wzp")])
         scale = g.op("Mul", [xs, g.const(s.astype(np.float32), "ws")])
         y = g.op("Mul", [g.op("Cast", [acc], to=TensorProto.FLOAT), scale])
+    elif quantize == "per_token":
+        q, s = quantize_symmetric(w_oi)
+        sx = g.op("Mul", [g.op("ReduceMax", [g.op("Abs", [x])], axes=[-1], keepdims=1), g.const(np.float32(1.0) / np.float32(127.0), "inv127")])
+        safe = g.op("Where", [g.op("Greater", [sx, g.const(np.float32(0.0), "zero_f")]), sx, g.const(np.float32(1.0), "one_f")])
+        xq = g.op("Clip", [g.op("Round", [g.op("Div", [x, safe])]), g.const(np.float32(-127.0), "qmin"), g.const(np.float32(127.0), "qmax")])
+        acc = g.op("MatMulInteger", [g.op("Cast", [xq], to=TensorProto.INT8), g.const(np.ascontiguousarray(q.T), "wq")])
+        scale = g.op("Mul", [sx, g.const(s.astype(np.float32), "ws")])  # (s_t · s_o), as C and JAX
+        y = g.op("Mul", [scale, g.op("Cast", [acc], to=TensorProto.FLOAT)])
     else:
         raise ValueError(f"unknown quantize mode {quantize!r}")
     return g.op("Add", [y, g.const(np.asarray(b_o, np.float32), "b")])
@@ -113,7 +126,12 @@ def export_onnx(params: dict, cfg: BertConfig, path: str | Path, *, masks: dict 
     g = _G()
     C, H, D = cfg.hidden_size, cfg.num_heads, cfg.hidden_size // cfg.num_heads
     ids, am, tt = "input_ids", "attention_mask", "token_type_ids"
-    word = g.op("Gather", [g.const(np.asarray(params["word_embeddings"], np.float32), "word_emb"), ids], axis=0)
+    if quantize == "per_token":  # INT8 word embeddings, one scale per row (as the runtime format stores them)
+        wq, ws = quantize_symmetric(np.asarray(params["word_embeddings"], np.float32))
+        rows = g.op("Cast", [g.op("Gather", [g.const(wq, "word_emb_q"), ids], axis=0)], to=TensorProto.FLOAT)
+        word = g.op("Mul", [rows, g.op("Unsqueeze", [g.op("Gather", [g.const(ws.astype(np.float32), "word_emb_s"), ids], axis=0), g.const(np.array([-1], np.int64), "ax_last")])])
+    else:
+        word = g.op("Gather", [g.const(np.asarray(params["word_embeddings"], np.float32), "word_emb"), ids], axis=0)
     seq_len = g.op("Gather", [g.op("Shape", [ids]), g.const(np.int64(1), "one")], axis=0)
     pos_ids = g.op("Range", [g.const(np.int64(0), "zero"), seq_len, g.const(np.int64(1), "step")])
     pos = g.op("Gather", [g.const(np.asarray(params["position_embeddings"], np.float32), "pos_emb"), pos_ids], axis=0)

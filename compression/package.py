@@ -38,11 +38,20 @@ STUDENTS_DIR = Path("models/students")
 TEACHER_FP32_BYTES = 90_800_000
 
 
-def save_student(run_dir: str | Path, out_dir: str | Path) -> Path:
-    """fp16 weights + bit-packed masks of a finished student run, with its metrics and config."""
+def save_student(run_dir: str | Path, out_dir: str | Path, *, weights: bool = True) -> Path:
+    """fp16 weights + bit-packed masks of a finished student run, with its metrics and config
+    (``weights=False``: the metrics, config and history only — for students no later step needs)."""
     from .student import load_student
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if not weights:
+        if not (run_dir / "metrics.json").is_file():
+            raise FileNotFoundError(f"{run_dir}/metrics.json: the run is not finished and evaluated")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for f in ("metrics.json", "config.json", "history.json", "model.json"):
+            if (run_dir / f).is_file():
+                shutil.copy2(run_dir / f, out_dir / f)
+        return out_dir
     model, params, masks = load_student(run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = {k: np.asarray(v, np.float16) for k, v in flax.traverse_util.flatten_dict(params, sep=".").items()}

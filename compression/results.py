@@ -42,6 +42,8 @@ def write_results(students: str | Path = "models/students", out: Path = _OUT) ->
         head.append("")
     head += ["| run | layers | sparsity | pattern | method | valid | test | recovery | wall time | command |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     body = head + (rows or ["| (no finished student yet) | | | | | | | | | |"])
+    body += _method_section(Path(students))
+    body += _curve_section(Path(students))
     ld = Path(students) / "layerdrop.json"
     if ld.is_file():
         d = json.loads(ld.read_text())
@@ -56,5 +58,98 @@ def write_results(students: str | Path = "models/students", out: Path = _OUT) ->
             "| --- | --- |",
         ]
         body += [f"| {k.replace('_', ', ')}{' (kept)' if k == d['best'] else ''} | {100 * v:.2f} |" for k, v in d["valid_macro_recall"].items()]
+    body += _onnx_section(Path(students).parent / "onnx_checks")
     out.write_text("\n".join(body) + "\n")
     return out
+
+
+def _float_students(students: Path) -> list[tuple[str, dict]]:
+    out = []
+    for m in sorted(students.glob("*/metrics.json")):
+        d = json.loads(m.read_text())
+        if "recovery" in d and not d.get("quantized") and d["method"] in ("obs", "magnitude"):
+            out.append((m.parent.name, d))
+    return out
+
+
+def _method_section(students: Path) -> list[str]:
+    """OBS against magnitude pruning wherever both ran with the same depth, sparsity and pattern."""
+    by_key: dict = {}
+    for name, d in _float_students(students):
+        key = (d["num_layers"], round(d["sparsity"], 2), tuple(d["group_shape"]))
+        by_key.setdefault(key, {})[d["method"]] = (name, d)
+    pairs = [(k, v) for k, v in sorted(by_key.items()) if {"obs", "magnitude"} <= set(v)]
+    if not pairs:
+        return []
+    body = [
+        "",
+        "## OBS vs global magnitude pruning (same schedule, distillation and steps)",
+        "",
+        "| layers | sparsity | pattern | OBS valid / test | magnitude valid / test | OBS ahead by (valid / test, points) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for (layers, sp, shape), v in pairs:
+        o, g = v["obs"][1], v["magnitude"][1]
+        pat = {(1, 4): "4-block", (1, 1): "unstructured"}.get(shape, "x".join(map(str, shape)))
+        dv = 100 * (o["valid"]["macro_recall"] - g["valid"]["macro_recall"])
+        dt = 100 * (o["test"]["macro_recall"] - g["test"]["macro_recall"])
+        body.append(
+            f"| {layers} | {100 * sp:.0f}% | {pat} | {100 * o['valid']['macro_recall']:.2f} / {100 * o['test']['macro_recall']:.2f} | "
+            f"{100 * g['valid']['macro_recall']:.2f} / {100 * g['test']['macro_recall']:.2f} | {dv:+.2f} / {dt:+.2f} |"
+        )
+    return body
+
+
+def _curve_section(students: Path) -> list[str]:
+    """Validation macro recall at the end of each epoch (sparsity reached so far) of every pruned student."""
+    rows = []
+    for name, _ in _float_students(students):
+        h = students / name / "history.json"
+        if not h.is_file():
+            continue
+        hist = json.loads(h.read_text())["history"]
+        pts = [f"{100 * e['sparsity']:.1f}% → {100 * e['valid_macro_recall']:.2f}" for _, e in sorted(hist.items(), key=lambda kv: int(kv[0]))]
+        rows.append(f"| {name} | {'; '.join(pts)} |")
+    if not rows:
+        return []
+    return ["", "## Sparsity vs validation macro recall along each run (end of each epoch)", "",
+            "| run | sparsity → valid macro recall |", "| --- | --- |"] + rows
+
+
+#: the ONNX forms `export-onnx` writes, by the file-name suffix used in models/onnx_checks/
+_FORMS = {
+    "fp32": ("fp32 (zeros kept)", ""),
+    "dynamic": ("INT8 dynamic (DynamicQuantizeLinear, per-tensor uint8)", " --int8"),
+    "per-token": ("INT8 per-token (our scheme, int8 MatMulInteger)", " --per-token-int8"),
+    "qdq": ("INT8 static QDQ (per-tensor, calibrated)", " --qdq"),
+}
+
+
+def _onnx_section(folder: Path) -> list[str]:
+    """Rows from ``check-onnx --out models/onnx_checks/<model>__<form>__<engine>.json``."""
+    files = sorted(folder.glob("*__*__*.json")) if folder.is_dir() else []
+    if not files:
+        return []
+    body = [
+        "",
+        "## ONNX exports run in ONNX Runtime and DeepSparse vs JAX (2017 test, 12,284 tweets)",
+        "",
+        "Reference: the same weights in JAX, in float for fp32 graphs and in the INT8 simulation of the C kernels",
+        "(per-token activations) for INT8 graphs. Commands: `python -m compression export-onnx --runtime-model models/<model>",
+        "[form flag] --out F.onnx`, then `python -m compression check-onnx --onnx F.onnx --engine <engine> --runtime-model",
+        "models/<model> [--int8] --bench-python /tmp/benchvenv/bin/python --out models/onnx_checks/<model>__<form>__<engine>.json`",
+        "(bench venv: see BENCHMARKS.md; DeepSparse gets a copy of the file and length buckets).",
+        "",
+        "| model | form (flag) | engine | argmax agreement | max abs dp | macro recall ONNX / JAX | DeepSparse supported ops |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for f in files:
+        d = json.loads(f.read_text())
+        model, form, engine = f.stem.split("__")
+        label, flag = _FORMS.get(form, (form, ""))
+        frac = d.get("fraction_of_supported_ops")
+        body.append(
+            f"| {model} | {label} (`{flag.strip() or 'none'}`) | {engine} | {100 * d['agreement']:.2f}% | {d['max_abs_dprob']:.4f} | "
+            f"{100 * d['macro_recall_onnx']:.2f} / {100 * d['macro_recall_reference']:.2f} | {'-' if frac is None else f'{frac:.4f}'} |"
+        )
+    return body

@@ -18,7 +18,7 @@ from .loop import save_json
 from .model import BertClassifier, BertConfig
 from .weights import load_tokenizer
 
-__all__ = ["params_from_runtime", "evaluate_runtime_model"]
+__all__ = ["params_from_runtime", "evaluate_runtime_model", "ulp_perturbed", "noise_floor"]
 
 
 def params_from_runtime(data) -> tuple[BertClassifier, dict, dict]:
@@ -56,8 +56,45 @@ def params_from_runtime(data) -> tuple[BertClassifier, dict, dict]:
     return BertClassifier(cfg, quantize=True, exact_int=True), p, masks
 
 
+def ulp_perturbed(data, direction: int):
+    """A copy of a runtime model with every LayerNorm gamma moved by one ulp (``direction`` +1 / -1).
+
+    The INT8 network quantises each linear layer's input per token, a step function: a float
+    difference of one ulp anywhere can move an activation across a rounding boundary, and that
+    step travels through the remaining layers. Running the same C code on this copy measures how
+    far the outputs move from float noise alone (``noise_floor``), the scale against which the C
+    vs JAX max |Δp| is read: the two cannot agree bit for bit (XLA's erf/exp approximations and
+    summation orders are not ours)."""
+    import copy
+
+    out = copy.copy(data)
+    out.tensors = dict(data.tensors)
+    for k, v in data.tensors.items():
+        if k.endswith("ln.gamma"):
+            out.tensors[k] = np.nextafter(v, np.float32(np.inf) if direction > 0 else np.float32(-np.inf)).astype(np.float32)
+    return out
+
+
+def _forward_all(native, ids, threads: int) -> np.ndarray:
+    return np.concatenate([native.forward(np.concatenate(ids[s : s + 256]), np.array([len(x) for x in ids[s : s + 256]]), threads) for s in range(0, len(ids), 256)])
+
+
+def noise_floor(data, ids, probs: np.ndarray, threads: int = 0) -> dict:
+    """C vs the same C model with its LayerNorm gammas one ulp away (both directions): the largest
+    |Δp|, its 99.9th percentile over texts, and the argmax agreement (worst of the two)."""
+    d = []
+    agree = []
+    for direction in (1, -1):
+        p1 = _forward_all(NativeModel(ulp_perturbed(data, direction)), ids, threads)
+        d.append(np.abs(p1 - probs).max(1))
+        agree.append(float((p1.argmax(1) == probs.argmax(1)).mean()))
+    dd = np.maximum(*d)
+    return {"max_abs_dprob": float(dd.max()), "p999_abs_dprob": float(np.quantile(dd, 0.999)), "agreement": min(agree)}
+
+
 def evaluate_runtime_model(model_dir: str | Path, data_root: str | None = None, threads: int = 0, with_reference: bool = True, limit: int | None = None) -> dict:
-    """Macro recall etc. of the C model on validation and test; argmax agreement and max |Δp| vs JAX."""
+    """Macro recall etc. of the C model on validation and test; argmax agreement and max |Δp| vs JAX,
+    beside the one-ulp noise floor of the C model itself (``noise_floor``)."""
     model_dir = Path(model_dir)
     data = load_model(model_dir)
     native = NativeModel(data)
@@ -73,7 +110,7 @@ def evaluate_runtime_model(model_dir: str | Path, data_root: str | None = None, 
         ids, truncated = encode(tok, [e.text for e in exs], dc.max_len, dc.demojize)
         labels = np.asarray([e.label for e in exs])
         t0 = time.perf_counter()
-        probs = np.concatenate([native.forward(np.concatenate(ids[s : s + 256]), np.array([len(x) for x in ids[s : s + 256]]), threads) for s in range(0, len(ids), 256)])
+        probs = _forward_all(native, ids, threads)
         elapsed = time.perf_counter() - t0
         m = classification_metrics(labels, probs.argmax(1))
         m["truncated"] = truncated
@@ -83,5 +120,8 @@ def evaluate_runtime_model(model_dir: str | Path, data_root: str | None = None, 
             pj = np.asarray(jax.nn.softmax(logits, axis=-1))
             m["agreement_with_jax"] = float((pj.argmax(1) == probs.argmax(1)).mean())
             m["max_abs_dprob_vs_jax"] = float(np.abs(pj - probs).max())
+            m["p999_abs_dprob_vs_jax"] = float(np.quantile(np.abs(pj - probs).max(1), 0.999))
+            # the same figures for C against itself with one-ulp LayerNorm changes (see ulp_perturbed)
+            m["noise_floor_1ulp"] = noise_floor(data, ids, probs, threads)
         out[split] = m
     return out

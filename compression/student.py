@@ -259,12 +259,17 @@ def evaluate_student(cfg: StudentConfig, run_dir: str | Path, prepared: Prepared
     return out
 
 
-def compare_layer_drops(cfg: StudentConfig, run_dir: str | Path, *, progress: bool = True) -> dict:
-    """Distil one short dense run per candidate keep-set; validation macro recall of each -> layerdrop.json."""
+def compare_layer_drops(cfg: StudentConfig, run_dir: str | Path, *, only: tuple | None = None, progress: bool = True) -> dict:
+    """Distil one short dense run per candidate keep-set; validation macro recall of each -> layerdrop.json.
+
+    ``only`` (one keep-set) rebuilds that candidate alone — e.g. the recorded winner, which the 3-layer
+    pruning recipes start from, on a checkout without ``runs/`` — and leaves layerdrop.json as it is."""
     run_dir = Path(run_dir)
+    if only is not None and tuple(only) not in {tuple(k) for k in cfg.layer_candidates}:
+        raise ValueError(f"--only {only}: not one of the candidates {cfg.layer_candidates}")
     prep = prepare(cfg)
     results = {}
-    for keep in cfg.layer_candidates:
+    for keep in ([tuple(only)] if only is not None else cfg.layer_candidates):
         sub = run_dir / ("keep_" + "_".join(map(str, keep)))
         c = dataclasses.replace(
             cfg,
@@ -276,6 +281,8 @@ def compare_layer_drops(cfg: StudentConfig, run_dir: str | Path, *, progress: bo
         if st["step"] < st["total_steps"]:
             raise RuntimeError("interrupted")
         results["_".join(map(str, keep))] = evaluate_student(c, sub, prepared=prep)["valid"]["macro_recall"]
+    if only is not None:
+        return {"valid_macro_recall": results}
     best = max(results, key=results.get)
     out = {"valid_macro_recall": results, "best": best}
     save_json(run_dir / "layerdrop.json", out)

@@ -48,3 +48,28 @@ def test_c_reproduces_jax_quantised_model(tmp_path):
         logits = qmodel.apply({"params": params}, s[None], np.ones((1, len(s)), np.int32), masks=masks)
         pj = np.asarray(jax.nn.softmax(logits[0]))
         np.testing.assert_allclose(pc, pj, atol=PROB_ATOL)
+
+
+def test_ulp_perturbation_and_noise_floor(tmp_path):
+    from compression.runtime_eval import noise_floor, ulp_perturbed
+
+    cfg = BertConfig(vocab_size=200, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_position=48)
+    params = BertClassifier(cfg).init(jax.random.PRNGKey(0), np.zeros((1, 8), np.int32), np.ones((1, 8), np.int32))["params"]
+    export_runtime_model(jax.tree_util.tree_map(np.asarray, dict(params)), cfg, tmp_path, max_len=48, demojize=True)
+    data = load_model(tmp_path)
+    before = {k: v.copy() for k, v in data.tensors.items()}
+    up, down = ulp_perturbed(data, 1), ulp_perturbed(data, -1)
+    gammas = [k for k in data.tensors if k.endswith("ln.gamma")]
+    assert len(gammas) == 1 + 2 * cfg.num_layers
+    for k in data.tensors:
+        np.testing.assert_array_equal(data.tensors[k], before[k])  # the original is untouched
+        if k in gammas:
+            assert (up.tensors[k] > data.tensors[k]).all() and (down.tensors[k] < data.tensors[k]).all()
+            np.testing.assert_array_equal(np.nextafter(down.tensors[k], np.float32(np.inf)), data.tensors[k])
+        else:
+            assert up.tensors[k] is data.tensors[k]
+    rng = np.random.default_rng(3)
+    ids = [rng.integers(0, 200, n).astype(np.int32) for n in (3, 17, 40)]
+    probs = np.concatenate([NativeModel(data).forward(x, np.array([len(x)])) for x in ids])
+    nf = noise_floor(data, ids, probs)
+    assert 0.0 <= nf["max_abs_dprob"] < 0.05 and nf["p999_abs_dprob"] <= nf["max_abs_dprob"] and 0.0 <= nf["agreement"] <= 1.0

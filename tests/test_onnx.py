@@ -26,7 +26,7 @@ def tiny():
     return cfg, p, masks
 
 
-@pytest.mark.parametrize("quantize", [None, "dynamic", "qdq"])
+@pytest.mark.parametrize("quantize", [None, "dynamic", "qdq", "per_token"])
 def test_onnx_matches_jax(tiny, tmp_path, quantize):
     cfg, p, masks = tiny
     amax = None
@@ -48,5 +48,19 @@ def test_onnx_matches_jax(tiny, tmp_path, quantize):
         model = version_converter.convert_version(model, 19)
     out = ReferenceEvaluator(model).run(None, {"input_ids": x, "attention_mask": am, "token_type_ids": np.zeros_like(x)})[0]
     ref = np.asarray(BertClassifier(cfg, quantize=quantize is not None).apply({"params": p}, x, am, masks=masks))
-    np.testing.assert_allclose(out, ref, atol=FP32_ATOL if quantize is None else INT8_ATOL)
+    # per_token is our own scheme: it matches the JAX INT8 simulation to float precision
+    np.testing.assert_allclose(out, ref, atol=FP32_ATOL if quantize in (None, "per_token") else INT8_ATOL)
     assert out.shape == (3, 3)
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_check_onnx_reference_of_a_runtime_model(tiny, tmp_path, int8):
+    """check-onnx compares an fp32 graph with the float model, an INT8 graph with the INT8 simulation."""
+    from compression.export import export_runtime_model
+    from compression.onnx_check import _reference
+
+    cfg, p, masks = tiny
+    export_runtime_model(p, cfg, tmp_path, max_len=48, demojize=True, masks=masks)
+    model, params, ref_masks = _reference(None, None, str(tmp_path), int8)
+    assert model.quantize is int8 and model.cfg == cfg
+    assert float(ref_masks["layer_0"]["query"][:, :16].sum()) == 0.0

@@ -90,6 +90,15 @@ def test_tiny_layer_drop_dense_distillation(tiny_teacher, tmp_path):
     assert model.cfg.num_layers == 1 and "layer_1" not in params and mask_sparsity(masks) == 0.0
 
 
+def test_layer_drop_only_accepts_a_candidate(tiny_teacher, tmp_path):
+    from compression.student import compare_layer_drops
+
+    cfg = _tiny_student("student3_dense", tiny_teacher)
+    with pytest.raises(ValueError, match="not one of the candidates"):
+        compare_layer_drops(cfg, tmp_path, only=(0, 1, 2), progress=False)
+    assert not (tmp_path / "layerdrop.json").exists()
+
+
 def test_tiny_qat_keeps_masks(tiny_teacher, tmp_path):
     cfg = _tiny_student("obert_6l_80_4b", tiny_teacher)
     prep = prepare(cfg)
@@ -142,3 +151,9 @@ def test_package_round_trip_and_card(tiny_teacher, tmp_path):
         load_packaged_student(tmp_path / "students" / "float")
     save_student(tmp_path / "float", tmp_path / "students" / "float")
     assert load_packaged_student(tmp_path / "students" / "float")[0].cfg == model.cfg
+    # metrics only: the figures for the results table, no weights
+    only = save_student(tmp_path / "float", tmp_path / "students" / "float-metrics", weights=False)
+    assert (only / "metrics.json").read_text() == (tmp_path / "float" / "metrics.json").read_text()
+    assert not (only / "model.safetensors").exists()
+    with pytest.raises(FileNotFoundError, match="not finished"):
+        save_student(tmp_path / "nowhere", tmp_path / "students" / "x", weights=False)
