@@ -125,6 +125,10 @@ _FORMS = {
 }
 
 
+def _small(x: float) -> str:
+    return f"{x:.4f}" if x >= 1e-3 else f"{x:.1e}"
+
+
 def _onnx_section(folder: Path) -> list[str]:
     """Rows from ``check-onnx --out models/onnx_checks/<model>__<form>__<engine>.json``."""
     files = sorted(folder.glob("*__*__*.json")) if folder.is_dir() else []
@@ -149,7 +153,7 @@ def _onnx_section(folder: Path) -> list[str]:
         label, flag = _FORMS.get(form, (form, ""))
         frac = d.get("fraction_of_supported_ops")
         body.append(
-            f"| {model} | {label} (`{flag.strip() or 'none'}`) | {engine} | {100 * d['agreement']:.2f}% | {d['max_abs_dprob']:.4f} | "
+            f"| {model} | {label} (`{flag.strip() or 'none'}`) | {engine} | {100 * d['agreement']:.2f}% | {_small(d['max_abs_dprob'])} | "
             f"{100 * d['macro_recall_onnx']:.2f} / {100 * d['macro_recall_reference']:.2f} | {'-' if frac is None else f'{frac:.4f}'} |"
         )
     return body
