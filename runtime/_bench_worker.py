@@ -31,7 +31,36 @@ def _batches(ids, lengths, bs, buckets=None):
         yield x, m, len(ls)
 
 
+def _exit_with_parent(tmpdir: str) -> None:
+    """A daemon thread: when the benchmark process dies (killed mid-run), stop too and remove the
+    temporary ONNX copies, instead of running on as an orphan."""
+    import shutil
+    import threading
+
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main():
+    import shutil
+    import tempfile
+
+    tmpdir = tempfile.mkdtemp(prefix="sparsepulse-bench-")
+    _exit_with_parent(tmpdir)
+    try:
+        _serve(tmpdir)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)  # DeepSparse's per-engine copies of the ONNX file
+
+
+def _serve(tmpdir: str):
     engine, onnx_path, npz = sys.argv[1:4]
     threads = int(os.environ.get("BENCH_THREADS", "2"))
     d = np.load(npz)
@@ -59,9 +88,8 @@ def main():
         for b in buckets:  # fixed shapes: one engine per length bucket, batch 64 (and 1 for latency)
             for bs in (64, 1):
                 import shutil
-                import tempfile
 
-                tmp = tempfile.mktemp(suffix=".onnx")
+                tmp = os.path.join(tmpdir, f"b{bs}_t{b}.onnx")
                 shutil.copy(onnx_path, tmp)  # compile_model rewrites the file's input shapes in place
                 engines[(bs, b)] = compile_model(tmp, batch_size=bs, num_cores=threads, input_shapes=[[bs, b]] * 3)
         fr = [getattr(e, "fraction_of_supported_ops", None) for e in engines.values()]
