@@ -44,10 +44,8 @@ def _reference(teacher: str | None, student: str | None, runtime_model: str | No
         from .runtime_eval import params_from_runtime
 
         model, params, masks = params_from_runtime(load_model(runtime_model))
-        model = BertClassifier(model.cfg)  # params_from_runtime's model is the INT8 one: float unless --int8
-    if int8:
-        model = BertClassifier(model.cfg, quantize=True)
-    return model, params, masks
+    # whatever the loader returned (params_from_runtime's is the INT8 one): float, or INT8 with --int8
+    return BertClassifier(model.cfg, quantize=int8), params, masks
 
 
 def check_onnx(onnx_path: str, engine: str, bench_python: str, *, teacher: str | None = None, student: str | None = None,

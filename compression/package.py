@@ -44,16 +44,15 @@ def save_student(run_dir: str | Path, out_dir: str | Path, *, weights: bool = Tr
     from .student import load_student
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if not weights and not (run_dir / "metrics.json").is_file():
+        raise FileNotFoundError(f"{run_dir}/metrics.json: the run is not finished and evaluated")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for f in ("metrics.json", "config.json", "history.json", "model.json"):
+        if (run_dir / f).is_file():
+            shutil.copy2(run_dir / f, out_dir / f)
     if not weights:
-        if not (run_dir / "metrics.json").is_file():
-            raise FileNotFoundError(f"{run_dir}/metrics.json: the run is not finished and evaluated")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for f in ("metrics.json", "config.json", "history.json", "model.json"):
-            if (run_dir / f).is_file():
-                shutil.copy2(run_dir / f, out_dir / f)
         return out_dir
     model, params, masks = load_student(run_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     tensors = {k: np.asarray(v, np.float16) for k, v in flax.traverse_util.flatten_dict(params, sep=".").items()}
     shapes = {}
     for k, m in flax.traverse_util.flatten_dict(masks, sep=".").items():
@@ -62,9 +61,6 @@ def save_student(run_dir: str | Path, out_dir: str | Path, *, weights: bool = Tr
         shapes[k] = list(m.shape)
     meta = {"format": STUDENT_FORMAT, "format_version": str(STUDENT_FORMAT_VERSION), "config": json.dumps(model.cfg.to_dict()), "mask_shapes": json.dumps(shapes), "labels": json.dumps(list(LABELS))}
     save_file(tensors, str(out_dir / "model.safetensors"), metadata=meta)
-    for f in ("metrics.json", "config.json", "history.json", "model.json"):
-        if (run_dir / f).is_file():
-            shutil.copy2(run_dir / f, out_dir / f)
     return out_dir
 
 

@@ -13,18 +13,17 @@ def write_results(students: str | Path = "models/students", out: Path = _OUT) ->
     """One row per packaged student (``compression.package`` copies each finished run's metrics.json
     and config.json to ``models/students/<run>/``, which is committed; ``runs/`` is not)."""
     rows = []
-    for m in sorted(Path(students).glob("*/metrics.json")):
-        d = json.loads(m.read_text())
-        if "recovery" not in d:
-            continue  # the teacher's run has no recovery figure
+    metrics = {m.parent.name: json.loads(m.read_text()) for m in sorted(Path(students).glob("*/metrics.json"))}
+    metrics = {k: d for k, d in metrics.items() if "recovery" in d}  # the teacher's run has no recovery figure
+    for name, d in metrics.items():
         pattern = {(1, 4): "4-block", (1, 1): "unstructured"}.get(tuple(d["group_shape"]), "x".join(map(str, d["group_shape"])))
         method = "QAT INT8" if d.get("quantized") else d["method"]
         if d["method"] == "none" and not d.get("quantized"):
             pattern = "-"
         rows.append(
-            f"| {m.parent.name} | {d['num_layers']} | {100 * d['sparsity']:.1f}% | {pattern} | {method} | "
+            f"| {name} | {d['num_layers']} | {100 * d['sparsity']:.1f}% | {pattern} | {method} | "
             f"{100 * d['valid']['macro_recall']:.2f} | {100 * d['test']['macro_recall']:.2f} | {100 * d['recovery']['test']:.2f}% | "
-            f"{(d.get('wall_time_s') or 0) / 3600:.2f} h | `python -m compression student --config {m.parent.name} --run-dir runs/{m.parent.name}` |"
+            f"{(d.get('wall_time_s') or 0) / 3600:.2f} h | `python -m compression student --config {name} --run-dir runs/{name}` |"
         )
     teacher = json.loads((Path("models/teacher/metrics.json")).read_text()) if Path("models/teacher/metrics.json").is_file() else None
     head = [
@@ -42,8 +41,9 @@ def write_results(students: str | Path = "models/students", out: Path = _OUT) ->
         head.append("")
     head += ["| run | layers | sparsity | pattern | method | valid | test | recovery | wall time | command |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     body = head + (rows or ["| (no finished student yet) | | | | | | | | | |"])
-    body += _method_section(Path(students))
-    body += _curve_section(Path(students))
+    floats = _float_students(metrics)
+    body += _method_section(floats)
+    body += _curve_section(Path(students), floats)
     ld = Path(students) / "layerdrop.json"
     if ld.is_file():
         d = json.loads(ld.read_text())
@@ -63,19 +63,15 @@ def write_results(students: str | Path = "models/students", out: Path = _OUT) ->
     return out
 
 
-def _float_students(students: Path) -> list[tuple[str, dict]]:
-    out = []
-    for m in sorted(students.glob("*/metrics.json")):
-        d = json.loads(m.read_text())
-        if "recovery" in d and not d.get("quantized") and d["method"] in ("obs", "magnitude"):
-            out.append((m.parent.name, d))
-    return out
+def _float_students(metrics: dict) -> list[tuple[str, dict]]:
+    """The pruned float students (no QAT, no dense runs) among the loaded metrics."""
+    return [(n, d) for n, d in metrics.items() if not d.get("quantized") and d["method"] in ("obs", "magnitude")]
 
 
-def _method_section(students: Path) -> list[str]:
+def _method_section(floats: list[tuple[str, dict]]) -> list[str]:
     """OBS against magnitude pruning wherever both ran with the same depth, sparsity and pattern."""
     by_key: dict = {}
-    for name, d in _float_students(students):
+    for name, d in floats:
         key = (d["num_layers"], round(d["sparsity"], 2), tuple(d["group_shape"]))
         by_key.setdefault(key, {})[d["method"]] = (name, d)
     pairs = [(k, v) for k, v in sorted(by_key.items()) if {"obs", "magnitude"} <= set(v)]
@@ -100,10 +96,10 @@ def _method_section(students: Path) -> list[str]:
     return body
 
 
-def _curve_section(students: Path) -> list[str]:
+def _curve_section(students: Path, floats: list[tuple[str, dict]]) -> list[str]:
     """Validation macro recall at the end of each epoch (sparsity reached so far) of every pruned student."""
     rows = []
-    for name, _ in _float_students(students):
+    for name, _ in floats:
         h = students / name / "history.json"
         if not h.is_file():
             continue

@@ -9,7 +9,10 @@ Standard library + numpy + the engine only: it must not import the project.
 """
 import json
 import os
+import shutil
 import sys
+import tempfile
+import threading
 import time
 
 import numpy as np
@@ -34,9 +37,6 @@ def _batches(ids, lengths, bs, buckets=None):
 def _exit_with_parent(tmpdir: str) -> None:
     """A daemon thread: when the benchmark process dies (killed mid-run), stop too and remove the
     temporary ONNX copies, instead of running on as an orphan."""
-    import shutil
-    import threading
-
     parent = os.getppid()
 
     def watch():
@@ -49,9 +49,6 @@ def _exit_with_parent(tmpdir: str) -> None:
 
 
 def main():
-    import shutil
-    import tempfile
-
     tmpdir = tempfile.mkdtemp(prefix="sparsepulse-bench-")
     _exit_with_parent(tmpdir)
     try:
@@ -87,8 +84,6 @@ def _serve(tmpdir: str):
         engines = {}
         for b in buckets:  # fixed shapes: one engine per length bucket, batch 64 (and 1 for latency)
             for bs in (64, 1):
-                import shutil
-
                 tmp = os.path.join(tmpdir, f"b{bs}_t{b}.onnx")
                 shutil.copy(onnx_path, tmp)  # compile_model rewrites the file's input shapes in place
                 engines[(bs, b)] = compile_model(tmp, batch_size=bs, num_cores=threads, input_shapes=[[bs, b]] * 3)
