@@ -18,7 +18,11 @@ def write_results(students: str | Path = "models/students", out: Path = _OUT) ->
     for name, d in metrics.items():
         pattern = {(1, 4): "4-block", (1, 1): "unstructured"}.get(tuple(d["group_shape"]), "x".join(map(str, d["group_shape"])))
         method = "QAT INT8" if d.get("quantized") else d["method"]
-        if d["method"] == "none" and not d.get("quantized"):
+        base = _continued_from(Path(students), name, metrics)
+        if base is not None and not d.get("quantized"):
+            src, epochs = base
+            method = f"{metrics[src]['method'].replace('obs', 'OBS')}, then {epochs:g} more recovery epochs (from {src})"
+        elif d["method"] == "none" and not d.get("quantized"):
             pattern = "-"
         rows.append(
             f"| {name} | {d['num_layers']} | {100 * d['sparsity']:.1f}% | {pattern} | {method} | "
@@ -61,6 +65,19 @@ def write_results(students: str | Path = "models/students", out: Path = _OUT) ->
     body += _onnx_section(Path(students).parent / "onnx_checks")
     out.write_text("\n".join(body) + "\n")
     return out
+
+
+def _continued_from(students: Path, name: str, metrics: dict) -> tuple[str, float] | None:
+    """(student it started from, epochs) for a run that only trained an already pruned student
+    further (``recipes.recover`` or QAT: no pruning of its own, ``init`` = another listed student)."""
+    c = students / name / "config.json"
+    if not c.is_file():
+        return None
+    cfg = json.loads(c.read_text())["config"]
+    src = Path(str(cfg.get("init", "teacher"))).name
+    if cfg["prune"]["method"] != "none" or src not in metrics or src == name:
+        return None
+    return src, float(cfg["optim"]["epochs"])
 
 
 def _float_students(metrics: dict) -> list[tuple[str, dict]]:

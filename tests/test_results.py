@@ -31,3 +31,15 @@ def test_results_tables(tmp_path):
     assert "| obert_3l_90_4b | 85.0% → 70.58; 90.0% → 71.58 |" in text  # epochs in order
     assert "| m3 | INT8 per-token (our scheme, int8 MatMulInteger) (`--per-token-int8`) | ort | 99.91% | 0.0123 | 68.40 / 68.41 | - |" in text
     assert "| deepsparse | 95.00% | 0.3000 | 66.00 / 68.41 | 1.0000 |" in text
+
+
+def test_results_names_a_continued_recovery(tmp_path):
+    _student(tmp_path, "obert_6l_80_4b", "obs", 0.7260, 0.6926)
+    _student(tmp_path, "recover_6l_80_4b", "none", 0.7300, 0.6950)
+    cfg = {"init": "models/students/obert_6l_80_4b", "prune": {"method": "none"}, "optim": {"epochs": 2.0}}
+    (tmp_path / "students" / "recover_6l_80_4b" / "config.json").write_text(json.dumps({"config": cfg}))
+    text = write_results(tmp_path / "students", tmp_path / "RESULTS.md").read_text()
+    assert "| recover_6l_80_4b | 3 | 90.0% | 4-block | OBS, then 2 more recovery epochs (from obert_6l_80_4b) | 73.00 | 69.50 |" in text
+    cfg["init"] = "teacher"  # a dense run from the teacher is not a continuation
+    (tmp_path / "students" / "recover_6l_80_4b" / "config.json").write_text(json.dumps({"config": cfg}))
+    assert "| recover_6l_80_4b | 3 | 90.0% | - | none |" in write_results(tmp_path / "students", tmp_path / "RESULTS.md").read_text()

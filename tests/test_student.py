@@ -99,14 +99,18 @@ def test_layer_drop_only_accepts_a_candidate(tiny_teacher, tmp_path):
     assert not (tmp_path / "layerdrop.json").exists()
 
 
-def test_tiny_qat_keeps_masks(tiny_teacher, tmp_path):
+@pytest.mark.parametrize("follow_up", ["qat_6l_80_4b", "recover_6l_80_4b"])
+def test_tiny_follow_up_keeps_masks(tiny_teacher, tmp_path, follow_up):
+    """QAT and the longer recovery train a pruned student further: no weight it pruned comes back."""
     cfg = _tiny_student("obert_6l_80_4b", tiny_teacher)
     prep = prepare(cfg)
     train_student(cfg, tmp_path / "pruned", prepared=prep, progress=False)
-    _, _, masks0 = load_student(tmp_path / "pruned")
-    qcfg = dataclasses.replace(load_config("qat_6l_80_4b", tiny=True), init=str(tmp_path / "pruned"), kd=cfg.kd)
+    _, params0, masks0 = load_student(tmp_path / "pruned")
+    qcfg = dataclasses.replace(load_config(follow_up, tiny=True), init=str(tmp_path / "pruned"), kd=cfg.kd)
+    assert qcfg.prune.method == "none"
     train_student(qcfg, tmp_path / "qat", prepared=prep, progress=False)
     model, params, masks = load_student(tmp_path / "qat")
+    assert not np.array_equal(params["layer_0"]["query"]["weight"], params0["layer_0"]["query"]["weight"])  # it did train
     for lk in masks0:
         for n in masks0[lk]:
             np.testing.assert_array_equal(masks[lk][n], masks0[lk][n])
