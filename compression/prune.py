@@ -47,10 +47,17 @@ def cubic_sparsity(step: int, initial: float, final: float, start: int, end: int
 
 
 def pruning_steps(start: int, end: int, frequency: int) -> list[int]:
-    """Steps at which a pruning event happens: start, start+Δ, ..., end (inclusive)."""
+    """Steps at which a pruning event happens: start, start+Δ, ..., end (inclusive).
+
+    A step less than Δ/2 before ``end`` is merged into ``end``: with epochs of 1395 steps,
+    Δ = int(0.5 · 1395) = 697 and end = int(1.5 · 1395) = 2092 would otherwise give a last event
+    at 2091 followed by an empty one at 2092 (the 6-layer recipes before this fix: one no-op
+    Fisher pass of ~5 minutes and a one-step learning-rate rewind)."""
     if frequency <= 0:
         raise ValueError("pruning frequency must be positive")
     steps = list(range(start, end, frequency))
+    if len(steps) > 1 and 2 * (end - steps[-1]) < frequency:
+        steps.pop()
     if not steps or steps[-1] != end:
         steps.append(end)
     return steps

@@ -126,6 +126,8 @@ def _curve_section(students: Path, floats: list[tuple[str, dict]]) -> list[str]:
     if not rows:
         return []
     return ["", "## Sparsity vs validation macro recall along each run (end of each epoch)", "",
+            "Where a pruning step falls just before an epoch ends (the 6-layer recipes prune at step 1394 of 1395), that",
+            "epoch's value shows the network before any recovery from the step.", "",
             "| run | sparsity → valid macro recall |", "| --- | --- |"] + rows
 
 

@@ -15,6 +15,9 @@ def test_cubic_schedule_known_values():
     assert cubic_sparsity(500, 0.3, 0.9, 10, 110) == pytest.approx(0.9)
     assert pruning_steps(0, 10, 4) == [0, 4, 8, 10]
     assert pruning_steps(0, 8, 4) == [0, 4, 8]
+    assert pruning_steps(0, 2092, 697) == [0, 697, 1394, 2092]  # 2091 is merged into the end, no empty event
+    assert pruning_steps(0, 1395, 465) == [0, 465, 930, 1395]
+    assert pruning_steps(0, 1, 4) == [0, 1]
 
 
 def test_global_selection_counts_and_keeps_old():
