@@ -18,12 +18,12 @@ def write_results(students: str | Path = "models/students", out: Path = _OUT) ->
     for name, d in metrics.items():
         pattern = {(1, 4): "4-block", (1, 1): "unstructured"}.get(tuple(d["group_shape"]), "x".join(map(str, d["group_shape"])))
         method = "QAT INT8" if d.get("quantized") else d["method"]
-        base = _continued_from(Path(students), name, metrics)
-        if base is not None and not d.get("quantized"):
-            src, epochs = base
-            method = f"{metrics[src]['method'].replace('obs', 'OBS')}, then {epochs:g} more recovery epochs (from {src})"
-        elif d["method"] == "none" and not d.get("quantized"):
-            pattern = "-"
+        if method == "none":  # no pruning of its own: a longer recovery of a listed student, or a dense run
+            base = _continued_from(Path(students), name, metrics)
+            if base is None:
+                pattern = "-"
+            else:
+                method = f"{metrics[base[0]]['method'].replace('obs', 'OBS')}, then {base[1]:g} more recovery epochs (from {base[0]})"
         rows.append(
             f"| {name} | {d['num_layers']} | {100 * d['sparsity']:.1f}% | {pattern} | {method} | "
             f"{100 * d['valid']['macro_recall']:.2f} | {100 * d['test']['macro_recall']:.2f} | {100 * d['recovery']['test']:.2f}% | "
@@ -68,8 +68,8 @@ def write_results(students: str | Path = "models/students", out: Path = _OUT) ->
 
 
 def _continued_from(students: Path, name: str, metrics: dict) -> tuple[str, float] | None:
-    """(student it started from, epochs) for a run that only trained an already pruned student
-    further (``recipes.recover`` or QAT: no pruning of its own, ``init`` = another listed student)."""
+    """(student it started from, epochs) for a float run that only trained an already pruned
+    student further (``recipes.recover``: no pruning of its own, ``init`` = another listed student)."""
     c = students / name / "config.json"
     if not c.is_file():
         return None

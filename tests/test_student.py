@@ -106,10 +106,10 @@ def test_tiny_follow_up_keeps_masks(tiny_teacher, tmp_path, follow_up):
     prep = prepare(cfg)
     train_student(cfg, tmp_path / "pruned", prepared=prep, progress=False)
     _, params0, masks0 = load_student(tmp_path / "pruned")
-    qcfg = dataclasses.replace(load_config(follow_up, tiny=True), init=str(tmp_path / "pruned"), kd=cfg.kd)
-    assert qcfg.prune.method == "none"
-    train_student(qcfg, tmp_path / "qat", prepared=prep, progress=False)
-    model, params, masks = load_student(tmp_path / "qat")
+    fcfg = dataclasses.replace(load_config(follow_up, tiny=True), init=str(tmp_path / "pruned"), kd=cfg.kd)
+    assert fcfg.prune.method == "none"
+    train_student(fcfg, tmp_path / "follow_up", prepared=prep, progress=False)
+    model, params, masks = load_student(tmp_path / "follow_up")
     assert not np.array_equal(params["layer_0"]["query"]["weight"], params0["layer_0"]["query"]["weight"])  # it did train
     for lk in masks0:
         for n in masks0[lk]:

@@ -78,6 +78,21 @@ def obert(depth: int, sparsity: float, group_shape: tuple, method: str = "obs", 
     )
 
 
+def _continue(student: str, name: str, optim: StudentOptim, quantize: bool = False) -> StudentConfig:
+    """Further distillation of a finished pruned student at constant sparsity (its masks kept, no
+    pruning of its own): the shared part of ``recover`` and ``qat``."""
+    return StudentConfig(
+        name=name,
+        init=student,
+        quantize=quantize,
+        data=DataConfig(max_len=128, demojize=True),
+        kd=KDConfig(teacher_dir=TEACHER_DIR, temperature=2.0, hardness=1.0),
+        prune=PruneConfig(method="none"),
+        optim=optim,
+        run=RunConfig(seed=0, checkpoint_every=200, log_every=20),
+    )
+
+
 def recover(student_dir: str, name: str, epochs: float = 2.0, learning_rate: float = 5e-5) -> StudentConfig:
     """Longer recovery of a finished pruned student: distillation at constant sparsity (its masks
     kept, no further pruning), a short warm-up to ``learning_rate`` then linear decay to 0. Used
@@ -85,15 +100,7 @@ def recover(student_dir: str, name: str, epochs: float = 2.0, learning_rate: flo
     80% one: 71.21 -> 72.11 -> 72.61 over its three epochs): together with the original run this
     is the longer schedule the module docstring names as the first thing to try, without
     repeating the pruning steps."""
-    return StudentConfig(
-        name=name,
-        init=student_dir,
-        data=DataConfig(max_len=128, demojize=True),
-        kd=KDConfig(teacher_dir=TEACHER_DIR, temperature=2.0, hardness=1.0),
-        prune=PruneConfig(method="none"),
-        optim=StudentOptim(learning_rate=learning_rate, epochs=epochs, warmup_fraction=0.03),
-        run=RunConfig(seed=0, checkpoint_every=200, log_every=20),
-    )
+    return _continue(student_dir, name, StudentOptim(learning_rate=learning_rate, epochs=epochs, warmup_fraction=0.03))
 
 
 def qat(student_run: str, name: str) -> StudentConfig:
@@ -102,16 +109,7 @@ def qat(student_run: str, name: str) -> StudentConfig:
     calibration phase are needed), masks kept, distillation from the teacher, half an epoch at a
     small learning rate decaying to 0 (the INT8 gap after post-training quantisation is already
     small: -0.3 validation points for the teacher, so a short phase suffices)."""
-    return StudentConfig(
-        name=name,
-        init=student_run,
-        quantize=True,
-        data=DataConfig(max_len=128, demojize=True),
-        kd=KDConfig(teacher_dir=TEACHER_DIR, temperature=2.0, hardness=1.0),
-        prune=PruneConfig(method="none"),
-        optim=StudentOptim(learning_rate=1e-5, epochs=0.5, warmup_fraction=0.0),
-        run=RunConfig(seed=0, checkpoint_every=200, log_every=20),
-    )
+    return _continue(student_run, name, StudentOptim(learning_rate=1e-5, epochs=0.5, warmup_fraction=0.0), quantize=True)
 
 
 def tiny(cfg: StudentConfig, teacher_dir: str = TEACHER_DIR) -> StudentConfig:
