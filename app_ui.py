@@ -14,6 +14,7 @@ import streamlit as st
 
 from stream.alerts import detect_shifts, rolling_mean, series_by_topic
 from stream.store import Store
+from stream.validate import EARLIEST, FUTURE_SLACK
 from stream.tracker import DEFAULT_TOPICS, Topic, TopicError
 from stream.worker import Worker
 
@@ -25,6 +26,7 @@ __all__ = [
     "sidebar",
     "onboarding",
     "dashboard",
+    "csv_bytes",
 ]
 
 REPO = Path(__file__).resolve().parent
@@ -87,6 +89,7 @@ def sidebar(store: Store, worker: Worker) -> dict:
     kind = sb.radio("Source", kinds, key="source_kind")
     speed = sb.select_slider("Replay speed (x real time)", options=[0, 60, 360, 1440, 4320, 10080], value=1440, key="speed", help="0 = as fast as possible; 1440 = a day per minute")
     args: list[str] | None = None
+    worker_env: dict[str, str] = {}
     if kind == kinds[0]:
         default = default_replay_file()
         path = sb.text_input("File path", value=str(default) if default else "", key="path")
@@ -104,13 +107,13 @@ def sidebar(store: Store, worker: Worker) -> dict:
     else:
         token = sb.text_input("X bearer token", type="password", key="x_token", help="kept in memory only; never shown, logged or stored") or _secret_token()
         if token:
-            os.environ["X_BEARER_TOKEN"] = token  # inherited by the worker only
+            worker_env = {"X_BEARER_TOKEN": token}  # the worker process's environment only
             args = ["x"]
     status = worker.status() or {}
     running = worker.running
     c1, c2, c3 = sb.columns(3)
     if c1.button("Start" if not running else "Restart", disabled=args is None or model is None, key="start"):
-        worker.start(args, model=str(model) if model else None)
+        worker.start(args, model=str(model) if model else None, env=worker_env)
         running = True
     if c2.button("Resume" if status.get("paused") else "Pause", disabled=not running, key="pause"):
         (worker.resume() if status.get("paused") else worker.pause())
@@ -232,6 +235,17 @@ def _posts_table(rows: list[dict]) -> pd.DataFrame:
     return df
 
 
+#: a spreadsheet runs a cell that starts with one of these as a formula (CSV injection)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_bytes(df: pd.DataFrame) -> bytes:
+    """CSV for spreadsheets: text cells that a spreadsheet would run as a formula are prefixed
+    with an apostrophe (OWASP's advice), so ``=HYPERLINK(...)`` in a post stays text."""
+    safe = df.map(lambda v: "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v) if not df.empty else df
+    return safe.to_csv(index=False).encode()
+
+
 def _style(df: pd.DataFrame):
     if df.empty:
         return df
@@ -248,7 +262,10 @@ def dashboard(store: Store, worker: Worker, view: dict) -> None:
     if rng is None:
         st.info("Waiting for the first matching posts…")
         return
-    lo, hi = (pd.to_datetime(x, unit="ms", utc=True).to_pydatetime() for x in rng)
+    # the store's times are validated (stream.validate); a store written before that may still hold
+    # implausible ones, which the time slider cannot represent: keep the range within the valid window
+    now = dt.datetime.now(dt.timezone.utc)
+    lo, hi = (min(max(pd.to_datetime(x, unit="ms", utc=True).to_pydatetime(), EARLIEST), now + FUTURE_SLACK) for x in rng)
     known = st.session_state.get("topics_known")
     if known is None or "topics_shown" not in st.session_state:
         st.session_state.topics_shown = list(topics)
@@ -292,8 +309,8 @@ def dashboard(store: Store, worker: Worker, view: dict) -> None:
     with tab_export:
         posts = _posts_table(store.posts(chosen, s_ms, e_ms, "recent", 100_000))
         agg = df.drop(columns=[c for c in ("time",) if c in df.columns]) if not df.empty else df
-        st.download_button("Posts (CSV)", posts.to_csv(index=False).encode(), "sparsepulse_posts.csv", "text/csv", key="dl_posts_csv")
-        st.download_button("Aggregates (CSV)", agg.to_csv(index=False).encode(), "sparsepulse_aggregates.csv", "text/csv", key="dl_agg_csv")
+        st.download_button("Posts (CSV)", csv_bytes(posts), "sparsepulse_posts.csv", "text/csv", key="dl_posts_csv")
+        st.download_button("Aggregates (CSV)", csv_bytes(agg), "sparsepulse_aggregates.csv", "text/csv", key="dl_agg_csv")
         try:
             buf = io.BytesIO()
             posts.to_parquet(buf, index=False)

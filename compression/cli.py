@@ -16,6 +16,7 @@ def _add_common(p: argparse.ArgumentParser, default_config: str, run_dir_require
     p.add_argument("--tiny", action="store_true", help="use the config's tiny variant")
     p.add_argument("--run-dir", required=run_dir_required, help="folder for checkpoints, logs and outputs")
     p.add_argument("--data", default=None, help="folder containing semeval2017-task4a/ (default ../shared/data)")
+    p.add_argument("--seed", type=int, default=None, help="override the config's run seed (initialisation, data order, dropout); the run is named <config>-s<seed>")
 
 
 def _cfg(args):
@@ -26,6 +27,8 @@ def _cfg(args):
     cfg = load_config(args.config, args.tiny)
     if args.data:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=args.data))
+    if args.seed is not None:
+        cfg = dataclasses.replace(cfg, name=f"{cfg.name}-s{args.seed}", run=dataclasses.replace(cfg.run, seed=args.seed))
     return cfg
 
 
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--model", default=None, help="an exported teacher directory (e.g. models/teacher) instead of a run")
     e.add_argument("--no-demojize", action="store_true", help="ablation: keep emoji as they are (they become [UNK]); prints only")
 
-    lg = sub.add_parser("logits", help="teacher logits on the whole training pool -> run-dir/pool_logits.npz")
+    lg = sub.add_parser("logits", help="teacher logits on the training pool and the 2017 test set -> run-dir/pool_logits.npz, test_logits.npz")
     _add_common(lg, "teacher")
 
     stt = sub.add_parser("stats", help="data report (kept / dropped by reason) and token-length statistics per split")
@@ -104,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
 
     rs = sub.add_parser("results", help="collect the packaged students' metrics.json into compression/RESULTS.md")
     rs.add_argument("--students", default="models/students", help="folder holding the packaged students (compression.package)")
+
+    rv = sub.add_parser("resave-model", help="re-write runtime model files in the current format version (adds the v2 checksum)")
+    rv.add_argument("model_dirs", nargs="+")
 
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -166,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
             from .export import export_runtime_model
 
             print(export_runtime_model(params, model.cfg, args.out, max_len=args.max_len, demojize=demojize, masks=masks))
+            return 0
+        if args.cmd == "resave-model":
+            from runtime.format import resave_model
+
+            for d in args.model_dirs:
+                print(resave_model(d))
             return 0
         if args.cmd == "results":
             from .results import write_results

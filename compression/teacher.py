@@ -69,21 +69,27 @@ def evaluate_run(cfg: TeacherConfig, run_dir: str | Path | None, model_dir: str 
 
 
 def pool_logits(cfg: TeacherConfig, run_dir: str | Path) -> Path:
-    """Teacher logits for every tweet of the training pool (train + valid), keyed by tweet id."""
+    """Teacher logits for every tweet of the training pool (train + valid) and of the 2017 test set, keyed by tweet id.
+
+    ``pool_logits.npz`` is the distillation target; ``test_logits.npz`` lets ensembles be scored on the
+    test set without the weights (only the logits of each seed are committed).
+    """
     prep = prepare(cfg)
     model, params = load_run_params(cfg, run_dir)
-    ids = prep.ids["train"] + prep.ids["valid"]
-    exs = prep.data.train + prep.data.valid
-    logits = predict_logits(model, params, ids, cfg.run.eval_batch_size)
-    path = Path(run_dir) / "pool_logits.npz"
-    np.savez_compressed(
-        path,
-        tweet_id=np.asarray([e.id for e in exs], np.int64),
-        label=np.asarray([e.label for e in exs], np.int8),
-        logits=logits.astype(np.float32),
-    )
-    print(f"wrote {path}: {logits.shape}")
-    return path
+    splits = {"pool_logits.npz": ("train", "valid"), "test_logits.npz": ("test",)}
+    for name, parts in splits.items():
+        ids = [x for s in parts for x in prep.ids[s]]
+        exs = [e for s in parts for e in prep.data.split(s)]
+        logits = predict_logits(model, params, ids, cfg.run.eval_batch_size)
+        path = Path(run_dir) / name
+        np.savez_compressed(
+            path,
+            tweet_id=np.asarray([e.id for e in exs], np.int64),
+            label=np.asarray([e.label for e in exs], np.int8),
+            logits=logits.astype(np.float32),
+        )
+        print(f"wrote {path}: {logits.shape}")
+    return Path(run_dir) / "pool_logits.npz"
 
 
 def _wall_time_s(run_dir: Path) -> float | None:

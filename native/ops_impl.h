@@ -5,6 +5,7 @@
 
 /* e^x for x in [-87, 88]: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial (Cephes expf coefficients). */
 SP_OPS_ATTR static inline float SP_FN(sp_exp)(float x) {
+    if (x != x) return x; /* NaN: (int32_t)NaN below would be undefined */
     x = x < -87.f ? -87.f : (x > 88.f ? 88.f : x);
     float n = nearbyintf(x * 1.44269504088896341f);
     float r = x - n * 0.693359375f + n * 2.12194440e-4f;

@@ -1,4 +1,5 @@
 /* SparsePulse native runtime: model handle and the encoder forward pass. See sparsepulse.h. */
+#include <float.h>
 #include <stdatomic.h>
 
 #include "sp_internal.h"
@@ -43,7 +44,7 @@ static const char *const sp_messages[] = {
     "out of memory",
     "inconsistent dimensions",
     "index out of range (block column, row pointer or token id)",
-    "invalid value (NaN, infinite or non-positive scale or parameter)",
+    "invalid value (NaN, infinite or out-of-range scale or parameter, or a non-finite result)",
     "sequence length out of range (empty or longer than the model's maximum)",
     "kernel not supported on this CPU",
 };
@@ -92,25 +93,31 @@ static sp_status pick_kernel(sp_kernel k, int *isa) {
     return SP_ERR_ARG;
 }
 
+/* Every value finite and |x| <= SP_MAX_PARAM (the bound the Python validator applies too). */
 static int finite_all(const float *x, size_t n) {
     for (size_t i = 0; i < n; i++)
-        if (!isfinite(x[i])) return 0;
+        if (!(fabsf(x[i]) <= SP_MAX_PARAM)) return 0; /* false for NaN too */
     return 1;
 }
 
-/* Check a caller's linear layer: shapes, CSR structure, index ranges, scales. */
+/* A quantisation scale: a positive normal float no larger than SP_MAX_PARAM. */
+static int scale_ok(float s) { return s >= FLT_MIN && s <= SP_MAX_PARAM; }
+
+/* Check a caller's linear layer: shapes, CSR structure, index ranges, scales. Every offset is
+ * bounds-checked before it is used: row_ptr is checked whole (0 .. nnz_blocks, non-decreasing)
+ * before any col_idx entry is read, and col_idx is then read only in [0, nnz_blocks). */
 static sp_status check_linear(const sp_linear *l, int32_t out, int32_t in) {
     if (!l->row_ptr || !l->scale || !l->bias || (l->nnz_blocks > 0 && (!l->col_idx || !l->values))) return SP_ERR_ARG;
-    if (l->out != out || l->in != in || in % SP_BLOCK != 0 || in / SP_BLOCK > 65536) return SP_ERR_SHAPE;
+    if (out <= 0 || in <= 0 || out > SP_MAX_DIM || in > SP_MAX_DIM) return SP_ERR_SHAPE;
+    if (l->out != out || l->in != in || in % SP_BLOCK != 0) return SP_ERR_SHAPE;
     if (l->nnz_blocks < 0 || (int64_t)l->nnz_blocks > (int64_t)out * (in / SP_BLOCK)) return SP_ERR_SHAPE;
     if (l->row_ptr[0] != 0 || l->row_ptr[out] != l->nnz_blocks) return SP_ERR_INDEX;
-    for (int32_t o = 0; o < out; o++) {
-        if (l->row_ptr[o + 1] < l->row_ptr[o]) return SP_ERR_INDEX;
-        for (int32_t b = l->row_ptr[o]; b < l->row_ptr[o + 1]; b++)
-            if ((int32_t)l->col_idx[b] >= in / SP_BLOCK) return SP_ERR_INDEX;
-    }
     for (int32_t o = 0; o < out; o++)
-        if (!(l->scale[o] > 0.f) || !isfinite(l->scale[o])) return SP_ERR_VALUE;
+        if (l->row_ptr[o + 1] < l->row_ptr[o] || l->row_ptr[o + 1] > l->nnz_blocks) return SP_ERR_INDEX;
+    for (int32_t b = 0; b < l->nnz_blocks; b++)
+        if ((int32_t)l->col_idx[b] >= in / SP_BLOCK) return SP_ERR_INDEX;
+    for (int32_t o = 0; o < out; o++)
+        if (!scale_ok(l->scale[o])) return SP_ERR_VALUE;
     if (!finite_all(l->bias, (size_t)out)) return SP_ERR_VALUE;
     for (int64_t i = 0; i < (int64_t)l->nnz_blocks * 4; i++)
         if (l->values[i] == -128) return SP_ERR_VALUE; /* symmetric range is [-127, 127] */
@@ -201,7 +208,7 @@ sp_status sp_model_create(const sp_config *cfg, const sp_weights *w, sp_kernel k
     if (C <= 0 || I <= 0 || V <= 0 || L <= 0 || cfg->num_heads <= 0 || cfg->max_position <= 0 || cfg->num_labels <= 0 ||
         cfg->type_vocab_size <= 0)
         return SP_ERR_ARG;
-    if (C % cfg->num_heads || C % SP_BLOCK || I % SP_BLOCK || C > 16384 || I > 65536 || L > 64 || V > (1 << 24) ||
+    if (C % cfg->num_heads || C % SP_BLOCK || I % SP_BLOCK || C > 16384 || I > SP_MAX_DIM || L > 64 || V > (1 << 24) ||
         cfg->max_position > 8192 || cfg->num_labels > 1024)
         return SP_ERR_SHAPE;
     if (!(cfg->layer_norm_eps > 0.f) || !isfinite(cfg->layer_norm_eps)) return SP_ERR_VALUE;
@@ -216,7 +223,7 @@ sp_status sp_model_create(const sp_config *cfg, const sp_weights *w, sp_kernel k
             return st;
     }
     for (int32_t v = 0; v < V; v++)
-        if (!(w->word_scale[v] > 0.f) || !isfinite(w->word_scale[v])) return SP_ERR_VALUE;
+        if (!scale_ok(w->word_scale[v])) return SP_ERR_VALUE;
 
     sp_model *m = calloc(1, sizeof *m);
     if (!m) return SP_ERR_NOMEM;
@@ -591,6 +598,10 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
             for (int32_t j = 0; j < K; j++) sum += (pr[j] = expf(pr[j] - mx));
             for (int32_t j = 0; j < K; j++) pr[j] /= sum;
         }
+        /* bounded parameters keep real inputs finite; a model built to overflow float must still
+         * not hand back NaN as a probability */
+        for (int64_t i = 0; i < (int64_t)n_seqs * K; i++)
+            if (!(probs[i] >= 0.f && probs[i] <= 1.f)) { st = SP_ERR_VALUE; break; }
     }
     if (timings && st == SP_OK) {
         double total = SP_NOW() - t_start;

@@ -31,6 +31,13 @@ extern "C" {
 
 #define SP_ABI_VERSION 3
 #define SP_BLOCK 4
+/* Largest in/out dimension of a linear layer (and the largest intermediate size). It keeps every
+ * integer accumulator exact: |sum| <= in * 255 * 127 < 2^31 for in <= 65536 (the VNNI kernel adds
+ * 128 to the int8 activations, so one factor reaches 255). */
+#define SP_MAX_DIM 65536
+/* Largest |value| of a float parameter and of a quantisation scale (trained BERTs stay below 100);
+ * scales must also be normal floats (>= FLT_MIN). */
+#define SP_MAX_PARAM 1e4f
 
 typedef enum {
     SP_OK = 0,
@@ -38,7 +45,7 @@ typedef enum {
     SP_ERR_NOMEM = 2,     /* allocation failed */
     SP_ERR_SHAPE = 3,     /* inconsistent dimensions */
     SP_ERR_INDEX = 4,     /* a block index, row pointer or token id out of range */
-    SP_ERR_VALUE = 5,     /* a NaN / infinite / non-positive scale or parameter */
+    SP_ERR_VALUE = 5,     /* a NaN / infinite / out-of-range scale or parameter, or a non-finite result */
     SP_ERR_LENGTH = 6,    /* a sequence longer than the model's maximum length, or empty */
     SP_ERR_UNSUPPORTED = 7 /* requested kernel not available on this CPU */
 } sp_status;

@@ -1,7 +1,7 @@
 """Typed errors of the SparsePulse runtime: everything raised on purpose derives from SparsePulseError."""
 from __future__ import annotations
 
-__all__ = ["SparsePulseError", "ModelFormatError", "NativeError", "InputError"]
+__all__ = ["SparsePulseError", "ModelFormatError", "ModelFormatWarning", "NativeError", "InputError"]
 
 
 class SparsePulseError(Exception):
@@ -10,6 +10,10 @@ class SparsePulseError(Exception):
 
 class ModelFormatError(SparsePulseError):
     """A model directory or weights file is missing, broken, or of an unknown format/version."""
+
+
+class ModelFormatWarning(UserWarning):
+    """A model file loads but lacks a safeguard (e.g. format v1: no checksum)."""
 
 
 class NativeError(SparsePulseError):

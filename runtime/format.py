@@ -5,11 +5,16 @@ files, ``README.md`` (model card) and ``metrics.json``.
 
 Metadata (safetensors header, all strings; JSON where noted):
     format            "sparsepulse-sparse-int8"
-    format_version    "1"
+    format_version    "2" (v1 files, which have no checksum, still load with a warning)
+    checksum          "sha256:<hex>" over every tensor (name, dtype, shape, bytes; names sorted): a
+                      flipped bit anywhere in the tensor data is refused at load (v2+)
     config            JSON: vocab_size, hidden_size, num_layers, num_heads, intermediate_size,
                       max_position, type_vocab_size, layer_norm_eps, num_labels
-    labels            JSON list, classifier row order ("negative", "neutral", "positive")
-    max_len           tokens per text incl. [CLS]/[SEP]; longer texts are truncated (counted)
+    labels            JSON list, classifier row order: the three names "negative", "neutral",
+                      "positive" in any order (the Scorer returns them in that order); anything else
+                      is refused
+    max_len           tokens per text incl. [CLS]/[SEP], MIN_MAX_LEN .. max_position; longer texts
+                      are truncated (counted)
     normalization     version of runtime.text.normalize, e.g. "tweet-norm/1"
     demojize          JSON bool, argument of normalize()
     sparsity          JSON: {"block_shape": [1, 4], "sparsity": measured zero fraction of encoder linears}
@@ -35,19 +40,23 @@ y = s_t · s_o · Σ q_x q_w + b.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import ModelFormatError
+from .errors import ModelFormatError, ModelFormatWarning
 from .text import NORMALIZATION_VERSION
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "LABELS",
+    "tensor_checksum",
     "LINEAR_NAMES",
     "BLOCK",
     "TOKENIZER_FILES",
@@ -58,10 +67,21 @@ __all__ = [
     "ModelData",
     "save_model",
     "load_model",
+    "resave_model",
 ]
 
 FORMAT = "sparsepulse-sparse-int8"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: versions this runtime reads; v1 is v2 without the checksum
+READABLE_VERSIONS = (1, 2)
+#: the Scorer's output order (ARCHITECTURE.md, the scorer API); a model must carry exactly these labels
+LABELS = ("negative", "neutral", "positive")
+#: shortest max_len that leaves room for text beside [CLS] and [SEP]
+MIN_MAX_LEN = 8
+#: LayerNorm epsilon range of real BERTs (1e-12) to generous (1e-3): outside it, a corrupted value
+LAYER_NORM_EPS_RANGE = (1e-13, 1e-3)
+#: largest |value| of a float parameter or scale of a trained model (BERT's are below 100)
+MAX_ABS_PARAM = 1e4
 LINEAR_NAMES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
 BLOCK = 4
 WEIGHTS_FILE = "model.safetensors"
@@ -127,6 +147,16 @@ def unpack_linear(values: np.ndarray, col_idx: np.ndarray, row_ptr: np.ndarray, 
     return dense.reshape(out, inn)
 
 
+def tensor_checksum(tensors: dict[str, np.ndarray]) -> str:
+    """``sha256:<hex>`` over every tensor's name, dtype, shape and bytes, names in sorted order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = np.ascontiguousarray(tensors[name])
+        h.update(name.encode() + b"\0" + t.dtype.str.encode() + b"\0" + np.asarray(t.shape, np.int64).tobytes())
+        h.update(memoryview(t).cast("B"))
+    return "sha256:" + h.hexdigest()
+
+
 class ModelData:
     """A validated model: ``meta`` (decoded), ``config`` (dict), ``tensors`` (name -> ndarray)."""
 
@@ -137,6 +167,11 @@ class ModelData:
     @property
     def config(self) -> dict:
         return self.meta["config"]
+
+    @property
+    def label_order(self) -> np.ndarray:
+        """Column permutation from the file's classifier rows to ``LABELS`` order."""
+        return np.asarray([self.meta["labels"].index(n) for n in LABELS], np.int64)
 
     def encoder_sparsity(self) -> float:
         total = nnz = 0
@@ -184,18 +219,23 @@ def _decode_meta(raw: dict[str, str] | None, where: str) -> dict[str, Any]:
         raise ModelFormatError(f"{where}: no metadata: not a {FORMAT} file")
     if raw.get("format") != FORMAT:
         raise ModelFormatError(f"{where}: format {raw.get('format')!r}, expected {FORMAT!r}")
-    if raw.get("format_version") != str(FORMAT_VERSION):
-        raise ModelFormatError(f"{where}: format version {raw.get('format_version')!r} is not supported (this runtime reads {FORMAT_VERSION})")
-    meta: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION}
+    version = raw.get("format_version")
+    if version not in [str(v) for v in READABLE_VERSIONS]:
+        raise ModelFormatError(f"{where}: format version {version!r} is not supported (this runtime reads {', '.join(map(str, READABLE_VERSIONS))})")
+    meta: dict[str, Any] = {"format": FORMAT, "format_version": int(version)}
     try:
         for key in ("config", "labels", "demojize", "sparsity", "quantization"):
             meta[key] = json.loads(raw[key])
         meta["max_len"] = int(raw["max_len"])
         meta["normalization"] = raw["normalization"]
+        if meta["format_version"] >= 2:
+            meta["checksum"] = raw["checksum"]
     except KeyError as e:
         raise ModelFormatError(f"{where}: metadata field {e.args[0]!r} missing") from None
-    except (ValueError, TypeError) as e:
-        raise ModelFormatError(f"{where}: malformed metadata: {e}") from None
+    except (ValueError, TypeError, RecursionError) as e:  # RecursionError: absurdly nested JSON
+        raise ModelFormatError(f"{where}: malformed metadata: {type(e).__name__}: {str(e)[:200]}") from None
+    if meta["format_version"] >= 2 and not (isinstance(meta["checksum"], str) and meta["checksum"].startswith("sha256:")):
+        raise ModelFormatError(f"{where}: checksum {str(meta['checksum'])[:80]!r} is not sha256:<hex>")
     c = meta["config"]
     if not isinstance(c, dict) or set(c) != set(_CONFIG_KEYS):
         raise ModelFormatError(f"{where}: config keys {sorted(c) if isinstance(c, dict) else c!r} != {sorted(_CONFIG_KEYS)}")
@@ -203,14 +243,17 @@ def _decode_meta(raw: dict[str, str] | None, where: str) -> dict[str, Any]:
         v = c[k]
         if typ is int and (not isinstance(v, int) or isinstance(v, bool) or not 0 < v <= _LIMITS[k]):
             raise ModelFormatError(f"{where}: config.{k}={v!r} out of range")
-        if typ is float and (not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v < 1):
-            raise ModelFormatError(f"{where}: config.{k}={v!r} out of range")
+        if typ is float and (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or not LAYER_NORM_EPS_RANGE[0] <= v <= LAYER_NORM_EPS_RANGE[1]):
+            raise ModelFormatError(f"{where}: config.{k}={v!r} out of range {LAYER_NORM_EPS_RANGE}")
     if c["hidden_size"] % c["num_heads"] or c["hidden_size"] % BLOCK or c["intermediate_size"] % BLOCK:
         raise ModelFormatError(f"{where}: hidden/intermediate sizes incompatible with heads or 4-blocks")
-    if not (isinstance(meta["labels"], list) and len(meta["labels"]) == c["num_labels"] and all(isinstance(x, str) for x in meta["labels"])):
-        raise ModelFormatError(f"{where}: labels {meta['labels']!r} do not match num_labels")
-    if not 2 <= meta["max_len"] <= c["max_position"]:
-        raise ModelFormatError(f"{where}: max_len {meta['max_len']} outside 2..max_position")
+    labels = meta["labels"]
+    if not (isinstance(labels, list) and all(isinstance(x, str) for x in labels) and len(labels) == len(LABELS) and set(labels) == set(LABELS)):
+        raise ModelFormatError(f"{where}: labels {str(labels)[:200]}: a SparsePulse model classifies into exactly {', '.join(LABELS)} (in any order)")
+    if c["num_labels"] != len(LABELS):
+        raise ModelFormatError(f"{where}: num_labels {c['num_labels']} != {len(LABELS)}")
+    if not MIN_MAX_LEN <= meta["max_len"] <= c["max_position"]:
+        raise ModelFormatError(f"{where}: max_len {meta['max_len']} outside {MIN_MAX_LEN}..max_position ({c['max_position']})")
     if meta["normalization"] != NORMALIZATION_VERSION:
         raise ModelFormatError(f"{where}: normalisation {meta['normalization']!r}, this runtime implements {NORMALIZATION_VERSION!r}")
     if not isinstance(meta["demojize"], bool):
@@ -236,10 +279,12 @@ def _validate_tensors(meta: dict, tensors: dict[str, np.ndarray], where: str) ->
             raise ModelFormatError(f"{where}: {name} has dtype {t.dtype}, expected {dtype}")
         if shape is not None and t.shape != shape:
             raise ModelFormatError(f"{where}: {name} has shape {t.shape}, expected {shape}")
-        if t.dtype.kind == "f" and not np.isfinite(t).all():
-            raise ModelFormatError(f"{where}: {name} contains NaN or infinite values")
-    if (tensors["embeddings.word.scale"] <= 0).any():
-        raise ModelFormatError(f"{where}: embeddings.word.scale has zero or negative entries")
+        if t.dtype.kind == "f":
+            if not np.isfinite(t).all():
+                raise ModelFormatError(f"{where}: {name} contains NaN or infinite values")
+            if t.size and float(np.abs(t).max()) > MAX_ABS_PARAM:
+                raise ModelFormatError(f"{where}: {name} has values up to {float(np.abs(t).max()):.3g}, beyond any trained model ({MAX_ABS_PARAM:g})")
+    _check_scale(tensors["embeddings.word.scale"], "embeddings.word.scale", where)
     if (tensors["embeddings.word.values"] == -128).any():
         raise ModelFormatError(f"{where}: embedding value -128 outside the symmetric range")
     for i in range(c["num_layers"]):
@@ -256,8 +301,15 @@ def _validate_tensors(meta: dict, tensors: dict[str, np.ndarray], where: str) ->
                 raise ModelFormatError(f"{where}: {p}.col_idx out of range (max {int(ci.max())}, limit {inn // BLOCK - 1})")
             if (vals == -128).any():
                 raise ModelFormatError(f"{where}: {p}.values contains -128 (symmetric range is [-127, 127])")
-            if (tensors[p + ".scale"] <= 0).any():
-                raise ModelFormatError(f"{where}: {p}.scale has zero or negative entries")
+            _check_scale(tensors[p + ".scale"], p + ".scale", where)
+
+
+def _check_scale(scale: np.ndarray, name: str, where: str) -> None:
+    """Quantisation scales are positive normal floats (a denormal scale is a corrupted value)."""
+    if (scale <= 0).any():
+        raise ModelFormatError(f"{where}: {name} has zero or negative entries")
+    if (scale < np.finfo(np.float32).tiny).any():
+        raise ModelFormatError(f"{where}: {name} has denormal entries")
 
 
 def save_model(path: str | Path, tensors: dict[str, np.ndarray], *, config: dict, labels: list[str], max_len: int, demojize: bool, sparsity: float) -> Path:
@@ -267,6 +319,7 @@ def save_model(path: str | Path, tensors: dict[str, np.ndarray], *, config: dict
     raw = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
+        "checksum": "",
         "config": json.dumps(config, sort_keys=True),
         "labels": json.dumps(list(labels)),
         "max_len": str(int(max_len)),
@@ -275,14 +328,25 @@ def save_model(path: str | Path, tensors: dict[str, np.ndarray], *, config: dict
         "sparsity": json.dumps({"block_shape": [1, BLOCK], "sparsity": float(sparsity)}),
         "quantization": json.dumps(QUANTIZATION, sort_keys=True),
     }
-    meta = _decode_meta(raw, str(path))
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    raw["checksum"] = tensor_checksum(tensors)
+    meta = _decode_meta(raw, str(path))
     _validate_tensors(meta, tensors, str(path))
     path = Path(path)
     if path.is_dir():
         path = path / WEIGHTS_FILE
     save_file(tensors, str(path), metadata=raw)
     return path
+
+
+def resave_model(path: str | Path) -> Path:
+    """Re-write a readable model file in the current format version (same tensors, same metadata
+    plus what the version adds, e.g. the v2 checksum)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ModelFormatWarning)
+        d = load_model(path)
+    m = d.meta
+    return save_model(path, d.tensors, config=m["config"], labels=m["labels"], max_len=m["max_len"], demojize=m["demojize"], sparsity=m["sparsity"]["sparsity"])
 
 
 def load_model(path: str | Path) -> ModelData:
@@ -304,7 +368,13 @@ def load_model(path: str | Path) -> ModelData:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except SafetensorError as e:
         raise ModelFormatError(f"{where}: unreadable safetensors file: {e}") from None
-    except (OSError, ValueError, TypeError) as e:
-        raise ModelFormatError(f"{where}: unreadable safetensors file: {e}") from None
+    except (OSError, ValueError, TypeError, RecursionError, MemoryError) as e:
+        raise ModelFormatError(f"{where}: unreadable safetensors file: {type(e).__name__}: {str(e)[:200]}") from None
+    if meta["format_version"] >= 2:
+        got = tensor_checksum(tensors)
+        if got != meta["checksum"]:
+            raise ModelFormatError(f"{where}: tensor data does not match its checksum (damaged file): {got[:23]}... != {meta['checksum'][:23]}...")
+    else:
+        warnings.warn(f"{where}: format v1 has no checksum, so damaged tensor data cannot be detected; re-save it (python -m compression resave-model)", ModelFormatWarning, stacklevel=2)
     _validate_tensors(meta, tensors, where)
     return ModelData(meta, tensors)

@@ -10,13 +10,18 @@ from typing import Sequence
 import numpy as np
 
 from .errors import InputError, ModelFormatError
-from .format import load_model
+from .format import LABELS, load_model
 from .native import NativeModel
 from .text import normalize
 
 __all__ = ["Scorer", "ScorerStats"]
 
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+#: texts are cut at max_len × this many characters before normalising and tokenising, so a hostile
+#: text (3M characters) costs no more than a long tweet. WordPiece turns a word of over 100
+#: characters into one [UNK], so a cut this late changes the first max_len tokens only for texts
+#: made of such words; it counts as truncated.
+CHARS_PER_TOKEN_CAP = 100
 
 
 class ScorerStats:
@@ -36,7 +41,9 @@ class Scorer:
     """Scores texts with a ``sparsepulse-sparse-int8`` model directory on the CPU.
 
     ``Scorer(model_dir, threads=N)``; ``score(texts) -> (labels, probs)`` with ``probs`` float32
-    ``(n, 3)`` in the order of ``self.labels`` and ``labels`` the argmax indices (int64).
+    ``(n, 3)`` in the order negative, neutral, positive (``self.labels``, whatever order the model's
+    classifier rows have) and ``labels`` the argmax indices (int64). Texts are truncated at the
+    model's ``max_len`` tokens; before tokenising, at ``max_len × CHARS_PER_TOKEN_CAP`` characters.
     Thread-safe: tokenisation is serialised, the C forward pass runs with the GIL released, so
     several threads can score at once. Any batch size (split into chunks of ``chunk_size``); any
     text length (truncated at the model's ``max_len``, counted in ``stats()['truncated']``).
@@ -54,8 +61,12 @@ class Scorer:
             self._tok = BertTokenizerFast.from_pretrained(str(self.model_dir), local_files_only=True)
         except (OSError, ValueError) as e:
             raise ModelFormatError(f"{self.model_dir}: cannot load the tokenizer: {e}") from None
+        if len(self._tok) > data.config["vocab_size"]:
+            raise ModelFormatError(f"{self.model_dir}: the tokenizer has {len(self._tok)} ids, the model's vocabulary {data.config['vocab_size']}")
         self._model = NativeModel(data, kernel=kernel)
-        self.labels: tuple[str, ...] = tuple(data.meta["labels"])
+        self.labels: tuple[str, ...] = LABELS
+        self._order = data.label_order  # file's classifier rows -> LABELS
+        self._identity_order = bool((self._order == np.arange(len(LABELS))).all())
         self.max_len: int = data.meta["max_len"]
         self.demojize: bool = data.meta["demojize"]
         self.sparsity = data.encoder_sparsity()
@@ -85,11 +96,12 @@ class Scorer:
 
     def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, int]:
         """Normalise + tokenise: (ids concatenated int32, lengths int32, number truncated)."""
-        norm = [normalize(t, demojize=self.demojize) for t in texts]
+        cap = self.max_len * CHARS_PER_TOKEN_CAP
+        norm = [normalize(t[:cap], demojize=self.demojize) for t in texts]
         with self._tok_lock:
             enc = self._tok(norm, add_special_tokens=False, truncation=False)["input_ids"]
         body = self.max_len - 2
-        truncated = sum(1 for e in enc if len(e) > body)
+        truncated = sum(1 for e, t in zip(enc, texts) if len(e) > body or len(t) > cap)
         lengths = np.fromiter((min(len(e), body) + 2 for e in enc), np.int32, len(enc))
         ids = np.empty(int(lengths.sum()), np.int32)
         pos = 0
@@ -120,7 +132,8 @@ class Scorer:
             ids, lengths, truncated, tok_s = pending.result() if pending is not None else self._encode_timed(chunk)
             pending = self._pool().submit(self._encode_timed, texts[starts[k + 1] : starts[k + 1] + self.chunk_size]) if k + 1 < len(starts) else None
             t1 = time.perf_counter()
-            probs[s : s + len(chunk)] = self._model.forward(ids, lengths, self.threads)
+            out = self._model.forward(ids, lengths, self.threads)
+            probs[s : s + len(chunk)] = out if self._identity_order else out[:, self._order]
             t2 = time.perf_counter()
             with self._stats_lock:
                 st = self._stats

@@ -9,6 +9,7 @@ seconds (re-delivered posts are de-duplicated by id in the store).
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import threading
@@ -16,7 +17,8 @@ import time
 import urllib.parse
 from typing import Iterator
 
-from .post import MAX_TEXT_CHARS, Post, Skip, parse_time
+from .post import Post, Skip
+from .validate import make_post, time_ok
 
 __all__ = ["BlueskySource", "parse_jetstream", "DEFAULT_JETSTREAM"]
 
@@ -30,12 +32,14 @@ def parse_jetstream(raw: str | bytes) -> tuple[int | None, Post | Skip | None]:
     creation (identity, account, delete, ...), ignored without counting."""
     try:
         msg = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return None, Skip("malformed_json")
     if not isinstance(msg, dict):
         return None, Skip("malformed_record")
     t_us = msg.get("time_us")
     t_us = int(t_us) if isinstance(t_us, int) and not isinstance(t_us, bool) else None
+    if t_us is not None and _observed(t_us) is None:
+        t_us = None  # an implausible server time never becomes the resume cursor
     commit = msg.get("commit")
     if msg.get("kind") != "commit" or not isinstance(commit, dict):
         return t_us, None
@@ -43,24 +47,24 @@ def parse_jetstream(raw: str | bytes) -> tuple[int | None, Post | Skip | None]:
         return t_us, None
     rec = commit.get("record")
     did, rkey = msg.get("did"), commit.get("rkey")
-    if not isinstance(rec, dict) or not isinstance(did, str) or not isinstance(rkey, str):
+    if not isinstance(rec, dict) or not isinstance(did, str) or not isinstance(rkey, str) or not did or not rkey:
         return t_us, Skip("malformed_record")
-    text = rec.get("text")
-    if not isinstance(text, str):
-        return t_us, Skip("missing_text")
-    if not text.strip():
-        return t_us, Skip("empty_text")
-    if len(text) > MAX_TEXT_CHARS:
-        return t_us, Skip("text_too_long")
-    try:
-        created = parse_time(rec.get("createdAt")) if rec.get("createdAt") else parse_time(t_us / 1e6)
-    except (ValueError, TypeError, OverflowError, OSError):
-        if t_us is None:
-            return t_us, Skip("bad_time")
-        created = parse_time(t_us / 1e6)
+    observed = _observed(t_us)
     langs = rec.get("langs")
-    lang = langs[0] if isinstance(langs, list) and langs and isinstance(langs[0], str) else None
-    return t_us, Post(f"bsky:at://{did}/app.bsky.feed.post/{rkey}", created, text, did, lang, "bluesky")
+    lang = langs[0] if isinstance(langs, list) and langs else None
+    post = make_post(f"at://{did}/app.bsky.feed.post/{rkey}", rec.get("text"), rec.get("createdAt") or None, did, lang, "bluesky", observed=observed)
+    return t_us, post
+
+
+def _observed(t_us: int | None) -> dt.datetime | None:
+    """Jetstream's server time of an event (``time_us``), when it is a usable time."""
+    if t_us is None:
+        return None
+    try:
+        t = dt.datetime.fromtimestamp(t_us / 1e6, dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return t if time_ok(t, dt.datetime.now(dt.timezone.utc)) else None
 
 
 class BlueskySource:

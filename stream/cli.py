@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -103,8 +104,10 @@ def _run(args, make_source) -> int:
     if args.status_file:
         callbacks[0](st, force=True)
     d = st.as_dict()
-    print(f"items {d['items']}  posts {d['posts']}  matched {d['matched']}  stored new {d['stored']}  unmatched {d['unmatched']}")
+    print(f"items {d['items']}  posts {d['posts']}  matched {d['matched']}  stored new {d['stored']}  rejected {d['rejected']}  unmatched {d['unmatched']}")
     print("skipped: " + (", ".join(f"{k}={v}" for k, v in sorted(d["skipped"].items())) or "none"))
+    if d["rejected"]:
+        print("rejected by reason (all time): " + ", ".join(f"{k}={v}" for k, v in sorted(store.reject_counts(src.key).items())))
     if d["error"]:
         print(f"error: {d['error']}", file=sys.stderr)
         return 1
@@ -150,6 +153,16 @@ def _cmd_topics(args) -> int:
     return 0
 
 
+def _days(value: str) -> float:
+    try:
+        d = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--days {value!r}: not a number") from None
+    if not math.isfinite(d) or d <= 0:
+        raise argparse.ArgumentTypeError(f"--days {value!r}: must be a finite number of days > 0")
+    return d
+
+
 def _cmd_retain(args) -> int:
     from .store import Store
 
@@ -184,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     common(b)
 
     xp = sub.add_parser("x", help="live X posts (filtered stream; needs X_BEARER_TOKEN and an access level with streaming)", description="Follow X's v2 filtered stream with rules built from the topics (tagged sparsepulse:<topic>, re-synced when topics change). The token is read from X_BEARER_TOKEN and never stored.")
-    xp.add_argument("--rule-length", type=int, default=512, help="maximum rule length of your access level (512 or 1024)")
+    xp.add_argument("--rule-length", type=int, default=512, choices=(512, 1024, 2048), help="maximum rule length of your access level: 1024 (Pro, pay-per-use) or 2048 (Enterprise); 512 is valid everywhere (default)")
     common(xp)
 
     t = sub.add_parser("topics", help="list, add or remove tracked topics")
@@ -197,7 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("name")
 
     rt = sub.add_parser("retain", help="delete posts older than N days before the newest, then VACUUM")
-    rt.add_argument("--days", type=float, required=True)
+    rt.add_argument("--days", type=_days, required=True, help="days to keep before the newest post (> 0)")
+
+    sk = sub.add_parser("soak", help="hostile stream through the real pipeline with random kill -9 and restarts; verifies exactly-once", description="Generate a hostile recorded stream, replay it with random kill -9 and restarts, and check that every valid post is stored exactly once and every hostile record is counted by reason.")
+    from .soak import add_run_args
+
+    add_run_args(sk)
 
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
@@ -208,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.errors import SparsePulseError
 
     try:
+        if args.cmd == "soak":
+            from .soak import run_from_args
+
+            return run_from_args(args)
         return {"replay": _cmd_replay, "bluesky": _cmd_bluesky, "x": _cmd_x, "topics": _cmd_topics, "retain": _cmd_retain}[args.cmd](args)
     except (UnknownFormat, StoreError, TopicError, SparsePulseError, FileNotFoundError, XAccessError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

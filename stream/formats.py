@@ -13,11 +13,13 @@ Supported (``FORMATS``):
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 from typing import Any, Iterator
 
-from .post import MAX_TEXT_CHARS, Post, Skip, parse_time, snowflake_time
+from .post import Post, Skip
+from .validate import make_post
 
 __all__ = ["FORMATS", "UnknownFormat", "detect_format", "parse_json_line", "CsvParser", "parse_semeval_line", "CSV_ALIASES"]
 
@@ -38,29 +40,6 @@ class UnknownFormat(ValueError):
     """The file's format could not be recognised (or an unknown format was requested)."""
 
 
-def _make_post(pid: Any, text: Any, created: Any, author: Any = None, lang: Any = None, source: str = "x") -> Post | Skip:
-    if pid is None or str(pid).strip() == "":
-        return Skip("missing_id")
-    if not isinstance(text, str):
-        return Skip("missing_text")
-    if not text.strip():
-        return Skip("empty_text")
-    if len(text) > MAX_TEXT_CHARS:
-        return Skip("text_too_long")
-    pid = str(pid).strip()
-    if created is None or created == "":
-        if pid.isdigit() and source == "x":
-            created_at = snowflake_time(int(pid))
-        else:
-            return Skip("missing_time")
-    else:
-        try:
-            created_at = parse_time(created)
-        except (ValueError, OverflowError, OSError):
-            return Skip("bad_time")
-    return Post(f"{source}:{pid}", created_at, text, str(author) if author not in (None, "") else None, str(lang) if lang else None, source)
-
-
 def _v2_text(t: dict) -> Any:
     nt = t.get("note_tweet")
     if isinstance(nt, dict) and isinstance(nt.get("text"), str):
@@ -68,7 +47,7 @@ def _v2_text(t: dict) -> Any:
     return t.get("text")
 
 
-def _v2_tweet(t: Any, users: dict[str, str]) -> Post | Skip:
+def _v2_tweet(t: Any, users: dict[str, str], observed: dt.datetime | None = None) -> Post | Skip:
     if not isinstance(t, dict):
         return Skip("malformed_record")
     author = None
@@ -76,8 +55,9 @@ def _v2_tweet(t: Any, users: dict[str, str]) -> Post | Skip:
     if isinstance(a, dict):
         author = a.get("username")
     elif t.get("author_id") is not None:
-        author = users.get(str(t["author_id"]), str(t["author_id"]))
-    return _make_post(t.get("id"), _v2_text(t), t.get("created_at"), author, t.get("lang"))
+        aid = t["author_id"]
+        author = users.get(str(aid), aid) if isinstance(aid, (str, int)) else None
+    return make_post(t.get("id"), _v2_text(t), t.get("created_at"), author, t.get("lang"), observed=observed)
 
 
 def _v1_tweet(t: dict) -> Post | Skip:
@@ -88,7 +68,7 @@ def _v1_tweet(t: dict) -> Post | Skip:
     if text is None:
         text = t.get("full_text", t.get("text"))
     user = t.get("user") if isinstance(t.get("user"), dict) else {}
-    return _make_post(t.get("id_str", t.get("id")), text, t.get("created_at"), user.get("screen_name"), t.get("lang"))
+    return make_post(t.get("id_str", t.get("id")), text, t.get("created_at"), user.get("screen_name"), t.get("lang"))
 
 
 def detect_json_kind(obj: Any) -> str | None:
@@ -108,8 +88,9 @@ def detect_json_kind(obj: Any) -> str | None:
     return None
 
 
-def parse_json_line(line: str, fmt: str) -> list[Post | Skip]:
-    """One JSONL line -> the posts it holds (a twarc2 search page holds many)."""
+def parse_json_line(line: str, fmt: str, observed: dt.datetime | None = None) -> list[Post | Skip]:
+    """One JSONL line -> the posts it holds (a twarc2 search page holds many). ``observed``: the
+    time a live source received the line (see stream.validate)."""
     try:
         obj = json.loads(line)
     except (json.JSONDecodeError, RecursionError):
@@ -121,11 +102,11 @@ def parse_json_line(line: str, fmt: str) -> list[Post | Skip]:
         users = {}
         inc = obj.get("includes")
         if isinstance(inc, dict) and isinstance(inc.get("users"), list):
-            users = {str(u.get("id")): u.get("username") for u in inc["users"] if isinstance(u, dict)}
+            users = {str(u.get("id")): u.get("username") for u in inc["users"] if isinstance(u, dict) and isinstance(u.get("id"), (str, int))}
         if isinstance(data, list):
-            return [_v2_tweet(t, users) for t in data] or [Skip("empty_page")]
+            return [_v2_tweet(t, users, observed) for t in data] or [Skip("empty_page")]
         if isinstance(data, dict):
-            return [_v2_tweet(data, users)]
+            return [_v2_tweet(data, users, observed)]
         if "errors" in obj:
             return [Skip("api_error")]
         return [Skip("malformed_record")]
@@ -148,7 +129,7 @@ def parse_semeval_line(line: str) -> Post | Skip:
     text = " ".join(p.strip() for p in parts[2:] if p.strip())
     if text.startswith('"') and text.endswith('"') and len(text) >= 2:
         text = text[1:-1].replace('""', '"')
-    return _make_post(tid, text, None)
+    return make_post(tid, text, None)
 
 
 class CsvParser:
@@ -181,7 +162,7 @@ class CsvParser:
         if len(row) != len(self.header):
             return Skip("wrong_field_count")
         get = lambda f: row[self.cols[f]] if f in self.cols else None  # noqa: E731
-        return _make_post(get("id"), get("text"), get("time"), get("author"), get("lang"), self.source)
+        return make_post(get("id"), get("text"), get("time"), get("author"), get("lang"), self.source)
 
     @staticmethod
     def rows(text_lines: Iterator[str]) -> Iterator[list[str]]:

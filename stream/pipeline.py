@@ -36,6 +36,7 @@ class PipelineStats:
     posts: int = 0  # well-formed posts seen
     matched: int = 0
     stored: int = 0  # new rows (re-delivered posts are not counted twice)
+    rejected: int = 0  # posts that could not be scored or stored: quarantined in the rejects table
     unmatched: int = 0
     batches: int = 0
     skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
@@ -53,6 +54,7 @@ class PipelineStats:
             "posts": self.posts,
             "matched": self.matched,
             "stored": self.stored,
+            "rejected": self.rejected,
             "unmatched": self.unmatched,
             "batches": self.batches,
             "skipped": dict(self.skipped),
@@ -103,19 +105,23 @@ class Pipeline:
     def _produce(self, start_after: int) -> None:
         try:
             for item in self.source.items(start_after=start_after, stop=self.stop):
-                while not self.stop.is_set():
-                    try:
-                        self.queue.put(item, timeout=0.1)  # blocks when full: backpressure
-                        break
-                    except queue.Full:
-                        continue
-                if self.stop.is_set():
+                if not self._put(item):
                     break
         except Exception as e:  # a source failure ends the run with a message, never silently
             log.exception("source %s failed", self.source.name)
-            self.stats.error = f"source failed: {e}"
+            self.stats.error = f"source failed: {type(e).__name__}: {e}"
         finally:
-            self.queue.put(_END)
+            self._put(_END)
+
+    def _put(self, item) -> bool:
+        """Put with backpressure; False once the run is stopping (the consumer may be gone)."""
+        while True:
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                if self.stop.is_set():
+                    return False
 
     def _refresh_topics(self, last: list[float]) -> None:
         if self._fixed_tracker or time.monotonic() - last[0] < self.topic_poll_s:
@@ -127,16 +133,86 @@ class Pipeline:
             self._topics_version = v
             log.info("topics changed: %s", [t.name for t in self.tracker.topics])
 
+    # ------------------------------------------------------------------ scoring and storing
+    def _systemic(self, exc: BaseException) -> bool:
+        """Errors that say nothing about the records (database down, out of memory): stop the run
+        with the offset where it was, so nothing is lost; everything else is the records' fault."""
+        if isinstance(exc, MemoryError) or self.store.is_transient(exc):
+            return True
+        return getattr(exc, "status", None) == 2  # runtime.NativeError SP_ERR_NOMEM
+
+    def _write(self, posts: list[Post], topics: list[list[str]], **commit) -> int:
+        labels, probs = self.scorer.score([p.text for p in posts])
+        return self.store.write_batch(posts, labels, probs, topics, self.model_name, source_key=self.source.key, **commit)
+
+    def _isolate(self, posts: list[Post], offsets: list[int], topics: list[list[str]], err: Exception) -> tuple[int, list]:
+        """Bisect a failing batch: store the halves that work, recurse into the ones that do not;
+        a single failing post is rejected with the error as its reason. O(k log n) extra calls for
+        k poison posts in a batch of n."""
+        if len(posts) == 1:
+            return 0, [(offsets[0], posts[0], f"{type(err).__name__}: {err}")]
+        mid = len(posts) // 2
+        stored, rejects = 0, []
+        for sl in (slice(0, mid), slice(mid, None)):
+            try:
+                stored += self._write(posts[sl], topics[sl])
+            except Exception as e:
+                if self._systemic(e):
+                    raise
+                n, r = self._isolate(posts[sl], offsets[sl], topics[sl], e)
+                stored, rejects = stored + n, rejects + r
+        return stored, rejects
+
+    def _flush(self, posts: list[Post], offsets: list[int], topics: list[list[str]], last_offset: int, skips: dict) -> None:
+        st = self.stats
+        try:
+            st.stored += self._write(posts, topics, offset=last_offset, skips=skips)
+            st.matched += len(posts)
+            return
+        except Exception as e:
+            if self._systemic(e):
+                raise
+            log.warning("batch of %d failed (%s: %s): isolating the failing posts", len(posts), type(e).__name__, e)
+            stored, rejects = self._isolate(posts, offsets, topics, e)
+        self.store.commit_offset(self.source.key, last_offset, skips=skips, rejects=rejects)
+        st.stored += stored
+        st.matched += len(posts) - len(rejects)
+        st.rejected += len(rejects)
+
     def run(self) -> PipelineStats:
-        start_after, _ = self.store.offset(self.source.key)
-        producer = threading.Thread(target=self._produce, args=(start_after,), name="source", daemon=True)
-        producer.start()
+        """Run until the source ends or ``stop`` is set. Never raises for a bad record: a record that
+        cannot be scored or stored is quarantined; an error that is not a record's (database, memory,
+        the source itself) ends the run with ``stats.error`` set and the offset where it stood."""
+        st = self.stats
+        producer = None
+        try:
+            start_after, _ = self.store.offset(self.source.key)
+            producer = threading.Thread(target=self._produce, args=(start_after,), name="source", daemon=True)
+            producer.start()
+            self._consume(start_after)
+        except Exception as e:
+            log.exception("pipeline stopped on an error")
+            st.error = st.error or f"{type(e).__name__}: {e}"
+        finally:
+            self.stop.set()
+            while True:  # unblock a producer waiting on a full queue
+                try:
+                    self.queue.get_nowait()
+                except queue.Empty:
+                    break
+            if producer is not None:
+                producer.join(timeout=5)
+            st.finished = True
+        return st
+
+    def _consume(self, start_after: int) -> None:
         st = self.stats
         last_poll = [time.monotonic()]
         done = False
         last_offset = start_after
         while not done:
             posts: list[Post] = []
+            offsets: list[int] = []
             topics: list[list[str]] = []
             skips: collections.Counter = collections.Counter()
             deadline = None
@@ -164,15 +240,14 @@ class Pipeline:
                 names = self.tracker.match(obj.text)
                 if names:
                     posts.append(obj)
+                    offsets.append(offset)
                     topics.append(names)
                 else:
                     st.unmatched += 1
             st.queue_depth = self.queue.qsize()
             t0 = time.perf_counter()
             if posts:
-                labels, probs = self.scorer.score([p.text for p in posts])
-                st.stored += self.store.write_batch(posts, labels, probs, topics, self.model_name, source_key=self.source.key, offset=last_offset, skips=dict(skips))
-                st.matched += len(posts)
+                self._flush(posts, offsets, topics, last_offset, dict(skips))
                 st.batches += 1
                 st.batch_latency_s.append(time.perf_counter() - t0)
             elif last_offset != start_after:
@@ -184,7 +259,3 @@ class Pipeline:
                 self.on_batch(st)
             if self.stop.is_set():
                 break
-        self.stop.set()
-        producer.join(timeout=5)
-        st.finished = True
-        return st

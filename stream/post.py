@@ -20,6 +20,9 @@ class Post:
     author: str | None = None
     lang: str | None = None
     source: str = "x"
+    #: the source's own creation time when it was implausible and ``created_at`` is the time the
+    #: live server observed the post instead (see stream.validate); None otherwise
+    claimed_ms: int | None = None
 
     @property
     def created_ms(self) -> int:

@@ -1,22 +1,41 @@
 """Replay of recorded files: format auto-detection, gzip, resume by item offset, pacing, pause."""
 from __future__ import annotations
 
+import collections
+import csv
 import gzip
 import hashlib
-import io
 import os
+import re
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import IO, Iterator
 
 from .formats import FORMATS, CsvParser, UnknownFormat, detect_format, parse_json_line, parse_semeval_line
 from .post import Post, Skip
 
-__all__ = ["ReplaySource", "Pacer", "open_text_lines"]
+__all__ = ["ReplaySource", "Pacer", "read_lines", "csv_records", "MAX_LINE_BYTES"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _DETECT_LINES = 20
+_BLOCK = 1 << 20
+#: a line longer than this (bytes) is skipped as ``line_too_long`` while it is read: never held whole
+MAX_LINE_BYTES = 8 << 20
+#: an unterminated CSV quote is given up (``bad_quote``, one row) after this many lines or characters
+CSV_LOOKAHEAD_LINES = 100
+CSV_LOOKAHEAD_CHARS = 1 << 16
+# whole blank lines after a line end: skipped in one regex step (a file of blank lines is cheap)
+_BLANK_LINES = re.compile(rb"(?:[ \t\r]*\n)*")
+
+
+class _Marker(str):
+    """A reading event that is not a line (too long, damaged tail): becomes a Skip of that reason."""
+
+
+LINE_TOO_LONG = _Marker("line_too_long")
+DAMAGED_FILE = _Marker("damaged_file")
 
 
 def _open_binary(path: Path) -> IO[bytes]:
@@ -28,19 +47,119 @@ def _open_binary(path: Path) -> IO[bytes]:
     return f
 
 
-def open_text_lines(path: Path) -> Iterator[str]:
-    """Lines decoded as UTF-8 with ``surrogateescape``: undecodable bytes survive as lone
-    surrogates, so the line can be skipped as ``bad_utf8`` instead of failing the file."""
-    with _open_binary(path) as f:
+def read_lines(f: IO[bytes], max_line: int = MAX_LINE_BYTES) -> Iterator[bytes | _Marker]:
+    """Non-blank lines of a binary stream, without their line ends; memory stays under
+    ``max_line`` + one block whatever the input. A longer line yields ``LINE_TOO_LONG`` once and is
+    discarded as it streams past; a damaged compressed tail yields ``DAMAGED_FILE`` and ends."""
+    buf = b""
+    skipping = False  # inside a too-long line: discard up to its newline
+    while True:
         try:
-            for raw in f:
-                yield raw.decode("utf-8", "surrogateescape")
-        except (EOFError, OSError, gzip.BadGzipFile):
-            yield "\udcff<truncated gzip stream>"  # a damaged gzip tail: one bad line, counted
+            block = f.read1(_BLOCK)
+        except (EOFError, OSError, zlib.error):  # gzip.BadGzipFile is an OSError
+            yield DAMAGED_FILE
+            return
+        if not block:
+            break
+        buf = buf + block if buf else block
+        pos = 0
+        while True:
+            nl = buf.find(b"\n", pos)
+            if nl < 0:
+                break
+            if skipping:
+                skipping = False
+            elif nl - pos > max_line:
+                yield LINE_TOO_LONG
+            else:
+                line = buf[pos:nl].rstrip(b"\r")
+                if line.strip():
+                    yield line
+            pos = _BLANK_LINES.match(buf, nl + 1).end()
+        buf = buf[pos:]
+        if len(buf) > max_line:
+            if not skipping:
+                yield LINE_TOO_LONG
+            skipping, buf = True, b""
+    if buf.strip() and not skipping:
+        yield buf.rstrip(b"\r")
 
 
-def _has_bad_bytes(s: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in s)
+def _decoded(raw: Iterator[bytes | _Marker]) -> Iterator[str | _Marker | None]:
+    """UTF-8 lines; None for a line that is not valid UTF-8 (``bad_utf8``); markers pass through."""
+    for line in raw:
+        if isinstance(line, _Marker):
+            yield line
+            continue
+        try:
+            yield line.decode("utf-8")
+        except UnicodeDecodeError:
+            yield None
+
+
+def _in_quote_after(line: str, in_quote: bool) -> bool:
+    """Whether a CSV (excel dialect) line ends inside a quoted field, given the state it starts in."""
+    if not in_quote and '"' not in line:
+        return False
+    i, n, at_start = 0, len(line), not in_quote
+    while i < n:
+        if in_quote:
+            j = line.find('"', i)
+            if j < 0:
+                return True
+            if j + 1 < n and line[j + 1] == '"':
+                i = j + 2
+                continue
+            in_quote, at_start, i = False, False, j + 1
+        elif at_start and line[i] == '"':
+            in_quote, at_start, i = True, False, i + 1
+        else:
+            j = line.find(",", i)
+            if j < 0:
+                return False
+            i, at_start = j + 1, True
+    return in_quote
+
+
+def csv_records(lines: Iterator[str | _Marker | None]) -> Iterator[str | Skip]:
+    """Group physical lines into CSV records (quoted fields may span lines), with bounded lookahead:
+    a quote still open after ``CSV_LOOKAHEAD_LINES`` lines or ``CSV_LOOKAHEAD_CHARS`` characters costs
+    its first line (``bad_quote``) and reading restarts on the next line. One bad row never swallows
+    the rows after it."""
+    it = iter(lines)
+    back: collections.deque = collections.deque()
+    pending: list[str] = []
+    size = 0
+    while True:
+        if back:
+            line = back.popleft()
+        else:
+            line = next(it, _EOF)
+            if line is _EOF:
+                break
+        if line is None or isinstance(line, _Marker):
+            if pending:  # a broken line inside an open quote: the record cannot be trusted
+                yield Skip("bad_quote")
+                back.extendleft(reversed(pending[1:]))
+                pending, size = [], 0
+            yield Skip("bad_utf8" if line is None else str(line))
+            continue
+        pending.append(line)
+        size += len(line)
+        if not _in_quote_after(line, len(pending) > 1):
+            yield "\n".join(pending)
+            pending, size = [], 0
+        elif len(pending) > CSV_LOOKAHEAD_LINES or size > CSV_LOOKAHEAD_CHARS:
+            yield Skip("bad_quote")
+            back.extendleft(reversed(pending[1:]))
+            pending, size = [], 0
+    if pending:
+        yield Skip("bad_quote")
+        rest = pending[1:]
+        yield from csv_records(iter(rest))
+
+
+_EOF = object()
 
 
 class Pacer:
@@ -121,45 +240,63 @@ class ReplaySource:
 
     def _detect(self) -> str:
         lines = []
-        for line in open_text_lines(self.path):
-            if line.strip():
-                lines.append(line)
-            if len(lines) >= _DETECT_LINES:
-                break
+        with _open_binary(self.path) as f:
+            for line in _decoded(read_lines(f)):
+                if isinstance(line, str) and not isinstance(line, _Marker):
+                    lines.append(line)
+                if len(lines) >= _DETECT_LINES:
+                    break
         return detect_format(lines)
 
-    def _items(self) -> Iterator[Post | Skip]:
-        lines = open_text_lines(self.path)
-        if self.fmt == "csv":
-            header_line = next((l for l in lines if l.strip()), None)
-            if header_line is None:
-                return
-            import csv
+    #: formats whose every non-blank line is exactly one item (so a resume can skip lines unparsed)
+    _LINE_PER_ITEM = ("twarc2-flat", "v2", "v1", "semeval")
 
-            parser = CsvParser(next(csv.reader([header_line.lstrip("\ufeff")])), self.csv_map)
-            try:
-                for row in csv.reader(lines):
-                    if not row:
-                        continue
-                    if any(_has_bad_bytes(c) for c in row):
-                        yield Skip("bad_utf8")
-                    else:
-                        yield parser.parse(row)
-            except csv.Error:
-                yield Skip("malformed_csv")
-            return
-        for line in lines:
-            if not line.strip():
+    def _items(self, skip: int = 0) -> Iterator[Post | Skip | None]:
+        """The file's items in order; with ``skip``, the first ``skip`` items may come as None
+        without being parsed (line-per-item formats: a resume does not re-parse what it skips)."""
+        with _open_binary(self.path) as f:
+            raw = read_lines(f)
+            if self.fmt in self._LINE_PER_ITEM:
+                for _ in range(skip):
+                    if next(raw, None) is None:
+                        return
+                    yield None
+            lines = _decoded(raw)
+            if self.fmt == "csv":
+                yield from self._csv_items(lines)
+                return
+            for line in lines:
+                if line is None:
+                    yield Skip("bad_utf8")
+                elif isinstance(line, _Marker):
+                    yield Skip(str(line))
+                elif self.fmt == "semeval":
+                    yield parse_semeval_line(line)
+                else:
+                    yield from parse_json_line(line, self.fmt)
+
+    def _csv_items(self, lines) -> Iterator[Post | Skip]:
+        parser = None
+        for rec in csv_records(lines):
+            if isinstance(rec, Skip):
+                yield rec
                 continue
-            if _has_bad_bytes(line):
-                yield Skip("bad_utf8")
-            elif self.fmt == "semeval":
-                yield parse_semeval_line(line)
-            else:
-                yield from parse_json_line(line, self.fmt)
+            try:
+                row = next(csv.reader([rec]))
+            except csv.Error as e:  # one record only: reading goes on with the next
+                yield Skip("field_too_long" if "field limit" in str(e) else "malformed_csv")
+                continue
+            except StopIteration:
+                continue
+            if parser is None:  # the header: the first record
+                if row:
+                    row[0] = row[0].lstrip("\ufeff")
+                parser = CsvParser(row, self.csv_map)
+                continue
+            yield parser.parse(row)
 
     def items(self, start_after: int = 0, stop: threading.Event | None = None) -> Iterator[tuple[int, Post | Skip]]:
-        for offset, item in enumerate(self._items(), start=1):
+        for offset, item in enumerate(self._items(skip=start_after), start=1):
             if stop is not None and stop.is_set():
                 return
             if offset <= start_after:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -19,7 +20,9 @@ from .tracker import Topic
 
 __all__ = ["Store", "SCHEMA_VERSION", "StoreError"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: a rejected record is kept as JSON cut to this many characters
+REJECT_RECORD_CHARS = 4096
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -66,11 +69,33 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (source_key, reason)
     );
     """,
+    2: """
+    ALTER TABLE posts ADD COLUMN claimed_ms INTEGER;
+    CREATE TABLE rejects (
+        source_key TEXT NOT NULL,
+        item_offset INTEGER NOT NULL,
+        post_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        record TEXT NOT NULL,
+        rejected_ms INTEGER NOT NULL,
+        PRIMARY KEY (source_key, item_offset, post_id)
+    );
+    """,
 }
 
 
 class StoreError(RuntimeError):
     """The database is unusable (newer schema, corrupt file)."""
+
+
+def reject_record(post: Post) -> str:
+    """A post as the JSON kept in ``rejects.record`` (ASCII, so any text survives), cut to size."""
+    rec = {"id": post.id, "created_ms": post.created_ms, "author": post.author, "lang": post.lang, "source": post.source, "text": post.text[:REJECT_RECORD_CHARS]}
+    return json.dumps(rec, ensure_ascii=True)[:REJECT_RECORD_CHARS]
+
+
+#: a rejected post: (item offset in its source, the post, the reason)
+Reject = tuple[int, Post, str]
 
 
 def _window(topics: Sequence[str], start_ms: int | None, end_ms: int | None) -> tuple[str, list]:
@@ -174,15 +199,18 @@ class Store:
         offset: int | None = None,
         cursor: str | None = None,
         skips: dict[str, int] | None = None,
+        rejects: Sequence[Reject] = (),
     ) -> int:
-        """Store a scored micro-batch, its topic matches, the source offset and skip counts in one
-        transaction. Returns the number of posts that were new."""
+        """Store a scored micro-batch, its topic matches, the source offset, skip counts and rejected
+        posts in one transaction. Returns the number of posts that were new."""
+        if not (len(posts) == len(labels) == len(probs) == len(topics)):
+            raise ValueError(f"write_batch: {len(posts)} posts, {len(labels)} labels, {len(probs)} probabilities, {len(topics)} topic lists")
         now = _now_ms()
         with self.transaction() as c:
             before = c.total_changes
             c.executemany(
-                "INSERT OR IGNORE INTO posts(id, source, created_ms, text, author, lang, ingested_ms) VALUES (?,?,?,?,?,?,?)",
-                [(p.id, p.source, p.created_ms, p.text, p.author, p.lang, now) for p in posts],
+                "INSERT OR IGNORE INTO posts(id, source, created_ms, text, author, lang, ingested_ms, claimed_ms) VALUES (?,?,?,?,?,?,?,?)",
+                [(p.id, p.source, p.created_ms, p.text, p.author, p.lang, now, p.claimed_ms) for p in posts],
             )
             new = c.total_changes - before
             c.executemany(
@@ -197,7 +225,16 @@ class Store:
                 self._set_offset(c, source_key, offset, cursor, now)
             if source_key is not None and skips:
                 self._add_skips(c, source_key, skips)
+            if source_key is not None and rejects:
+                self._add_rejects(c, source_key, rejects, now)
         return new
+
+    @staticmethod
+    def _add_rejects(c, key: str, rejects: Sequence[Reject], now: int) -> None:
+        c.executemany(
+            "INSERT OR IGNORE INTO rejects(source_key, item_offset, post_id, reason, record, rejected_ms) VALUES (?,?,?,?,?,?)",
+            [(key, int(off), p.id, reason[:500], reject_record(p), now) for off, p, reason in rejects],
+        )
 
     @staticmethod
     def _set_offset(c, key: str, offset: int, cursor: str | None, now: int) -> None:
@@ -214,12 +251,22 @@ class Store:
             [(key, r, int(n)) for r, n in skips.items() if n],
         )
 
-    def commit_offset(self, source_key: str, offset: int, cursor: str | None = None, skips: dict[str, int] | None = None) -> None:
-        """Advance a source's offset without posts (a stretch of unmatched or skipped items)."""
+    def commit_offset(self, source_key: str, offset: int, cursor: str | None = None, skips: dict[str, int] | None = None, rejects: Sequence[Reject] = ()) -> None:
+        """Advance a source's offset without posts (a stretch of unmatched or skipped items, or a
+        batch whose failing posts were quarantined in ``rejects``)."""
+        now = _now_ms()
         with self.transaction() as c:
-            self._set_offset(c, source_key, offset, cursor, _now_ms())
+            self._set_offset(c, source_key, offset, cursor, now)
             if skips:
                 self._add_skips(c, source_key, skips)
+            if rejects:
+                self._add_rejects(c, source_key, rejects, now)
+
+    @staticmethod
+    def is_transient(exc: BaseException) -> bool:
+        """An error of the database itself (locked, full, I/O, missing table): retrying the same
+        records later may succeed, so the pipeline stops instead of rejecting them."""
+        return isinstance(exc, (sqlite3.OperationalError, StoreError))
 
     # ------------------------------------------------------------------ topics
     def save_topic(self, topic: Topic) -> None:
@@ -252,6 +299,20 @@ class Store:
     def skip_counts(self, source_key: str | None = None) -> dict[str, int]:
         q = "SELECT reason, SUM(count) FROM skips" + (" WHERE source_key=?" if source_key else "") + " GROUP BY reason"
         return {r: int(n) for r, n in self.con.execute(q, (source_key,) if source_key else ()).fetchall()}
+
+    def reject_counts(self, source_key: str | None = None) -> dict[str, int]:
+        """Rejected posts by reason (the reason's first line, cut at the first colon)."""
+        q = "SELECT reason FROM rejects" + (" WHERE source_key=?" if source_key else "")
+        out: dict[str, int] = {}
+        for (r,) in self.con.execute(q, (source_key,) if source_key else ()).fetchall():
+            k = r.split(":", 1)[0]
+            out[k] = out.get(k, 0) + 1
+        return out
+
+    def rejects(self, limit: int = 100) -> list[dict]:
+        rows = self.con.execute("SELECT source_key, item_offset, post_id, reason, record, rejected_ms FROM rejects ORDER BY rejected_ms DESC LIMIT ?", (int(limit),)).fetchall()
+        keys = ("source_key", "item_offset", "post_id", "reason", "record", "rejected_ms")
+        return [dict(zip(keys, r)) for r in rows]
 
     def count_posts(self) -> int:
         return int(self.con.execute("SELECT COUNT(*) FROM posts").fetchone()[0])
@@ -301,11 +362,17 @@ class Store:
 
     # ------------------------------------------------------------------ maintenance
     def retain(self, keep_days: float) -> int:
-        """Delete posts older than ``keep_days`` before the newest post, then VACUUM. Returns deleted posts."""
+        """Delete posts older than ``keep_days`` before the newest post (never later than now + 1 day,
+        so a post with an implausible future time cannot wipe the store), then VACUUM. Returns the
+        number of deleted posts. ``keep_days`` must be a finite number > 0."""
+        if isinstance(keep_days, bool) or not isinstance(keep_days, (int, float)) or not math.isfinite(keep_days) or keep_days <= 0:
+            raise ValueError(f"keep_days must be a finite number of days > 0, got {keep_days!r}")
+        keep_days = min(float(keep_days), 1e6)  # beyond ~2,700 years every post is kept
         row = self.con.execute("SELECT MAX(created_ms) FROM posts").fetchone()
         if row[0] is None:
             return 0
-        cutoff = int(row[0] - keep_days * 86_400_000)
+        newest = min(int(row[0]), _now_ms() + 86_400_000)
+        cutoff = int(newest - keep_days * 86_400_000)
         with self.transaction() as c:
             n = c.execute("DELETE FROM posts WHERE created_ms < ?", (cutoff,)).rowcount
         self.con.execute("VACUUM")

@@ -18,7 +18,7 @@ import threading
 import unicodedata
 from typing import Iterable, Sequence
 
-__all__ = ["Topic", "Tracker", "parse_terms", "TopicError", "DEFAULT_TOPICS"]
+__all__ = ["Topic", "Tracker", "parse_terms", "TopicError", "DEFAULT_TOPICS", "STOP_WORDS"]
 
 #: frequent subjects of the SemEval-2017 test tweets (Nov-Dec 2016): the dashboard's default replay topics
 DEFAULT_TOPICS = {
@@ -37,28 +37,59 @@ class TopicError(ValueError):
 
 
 def _norm(s: str) -> str:
-    return unicodedata.normalize("NFC", s).casefold()
+    """Matching form: NFKC (full-width letters, ligatures), case-folded; the dot that folding leaves
+    on a Turkish dotted capital I (``İ`` -> ``i̇``) is dropped, so "istanbul" matches "İstanbul"."""
+    return unicodedata.normalize("NFKC", s).casefold().replace("i\u0307", "i")
+
+
+#: scripts written without spaces between words (Han, kana, Thai, Lao, Khmer, Myanmar, Hangul, whose
+#: particles attach to the word): a term in them matches inside longer runs of text
+_SPACELESS = re.compile("[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
+                        "\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f\U00020000-\U0002fa1f]")
+#: a topic whose every term is one of these would match almost every post
+STOP_WORDS = frozenset(
+    "a an and are as at be but by for from i in is it me my not of on or rt so that the this to was we with you".split()
+)
 
 
 def parse_terms(spec: str | Sequence[str]) -> list[str]:
-    """``'bitcoin, "crypto winter", #btc'`` or a list -> cleaned terms (quotes kept for phrases)."""
-    if isinstance(spec, str):
-        out = []
-        for part in spec.split(","):
-            part = part.strip()
-            if part:
-                out.append(part)
-        return out
-    return [t.strip() for t in spec if t and t.strip()]
+    """``'bitcoin, "crypto winter", #btc'`` or a list -> cleaned terms (quotes kept for phrases).
+
+    Commas inside double quotes belong to the phrase: ``'"hello, world", -"scam, alert"'`` is two
+    terms. An unbalanced quote is an error."""
+    if not isinstance(spec, str):
+        return [t.strip() for t in spec if t and t.strip()]
+    out, cur, in_quote = [], [], False
+    for ch in spec:
+        if ch == '"':
+            in_quote = not in_quote
+        if ch == "," and not in_quote:
+            out.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    if in_quote:
+        raise TopicError(f"unbalanced double quote in {spec!r}")
+    out.append("".join(cur).strip())
+    return [t for t in out if t]
+
+
+def _bounded(body: str, first: str, last: str, lead: str = r"(?<!\w)") -> str:
+    """``body`` with word boundaries, except on a side whose character is from a spaceless script."""
+    return ("" if _SPACELESS.match(first) else lead) + body + ("" if _SPACELESS.match(last) else r"(?!\w)")
 
 
 def _term_regex(term: str) -> str:
     t = _norm(term.strip())
+    if not t:
+        raise TopicError("empty term")
     if len(t) >= 2 and t[0] == '"' and t[-1] == '"':
         words = t[1:-1].split()
         if not words:
             raise TopicError(f"empty phrase {term!r}")
-        return r"(?<!\w)" + r"\s+".join(re.escape(w) for w in words) + r"(?!\w)"
+        return _bounded(r"\s+".join(re.escape(w) for w in words), words[0][0], words[-1][-1])
+    if '"' in t:
+        raise TopicError(f"term {term!r}: a double quote belongs around a whole phrase")
     if t[0] in "#$@":
         body = t[1:]
         if not body or not re.fullmatch(r"\w+", body):
@@ -66,7 +97,7 @@ def _term_regex(term: str) -> str:
         return r"(?<![\w#$@])" + re.escape(t[0] + body) + r"(?!\w)"
     if re.search(r"\s", t):
         raise TopicError(f"term {term!r} has spaces: quote it to make a phrase")
-    return r"(?<!\w)" + re.escape(t) + r"(?!\w)"
+    return _bounded(re.escape(t), t[0], t[-1])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +116,8 @@ class Topic:
         for t in (*self.terms, *self.exclusions):
             if len(t) > _MAX_TERM_LEN:
                 raise TopicError(f"term too long: {t[:20]}...")
+        if all(_norm(t.strip('"')).strip() in STOP_WORDS for t in self.terms):
+            raise TopicError(f"topic {self.name!r}: its terms ({', '.join(self.terms)}) are all stop words and would match almost every post; add a specific term")
         object.__setattr__(self, "_include", re.compile("|".join(_term_regex(t) for t in self.terms)))
         object.__setattr__(self, "_exclude", re.compile("|".join(_term_regex(t) for t in self.exclusions)) if self.exclusions else None)
 

@@ -39,14 +39,30 @@ class Worker:
     def __init__(self, db: str | Path):
         self.db = Path(db)
 
+    def _is_ours(self, pid: int) -> bool:
+        """Whether ``pid`` is still this database's worker (a pid file can outlive its process and
+        the pid be reused): its command line must be ``... -m stream --db <this db> ...``."""
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # no /proc to look in (not Linux): trust the pid file
+        args = [a.decode("utf-8", "replace") for a in argv]
+        return "stream" in args and "--db" in args and str(self.db) in args
+
     def _pid(self) -> int | None:
         try:
             pid = int(_pid_path(self.db).read_text())
         except (OSError, ValueError):
             return None
+        if pid <= 1:
+            return None
         try:
             os.kill(pid, 0)
         except OSError:
+            return None
+        if not self._is_ours(pid):
             return None
         try:  # a zombie child of ours counts as gone
             done, _ = os.waitpid(pid, os.WNOHANG)
@@ -60,15 +76,18 @@ class Worker:
     def running(self) -> bool:
         return self._pid() is not None
 
-    def start(self, source_args: list[str], *, model: str | None = None, threads: int = 0, log_file: str | Path | None = None) -> int:
-        """Start ``python -m stream --db DB <source_args> --status-file ...`` (stops a running one first)."""
+    def start(self, source_args: list[str], *, model: str | None = None, threads: int = 0, log_file: str | Path | None = None, env: dict[str, str] | None = None) -> int:
+        """Start ``python -m stream --db DB <source_args> --status-file ...`` (stops a running one first).
+
+        ``env``: extra environment for the worker process only (the X bearer token goes here, never
+        into this process's environment, where every browser session of the dashboard would see it)."""
         self.stop()
         cmd = [sys.executable, "-m", "stream", "--db", str(self.db), *source_args, "--quiet", "--status-file", str(status_path(self.db)), "--threads", str(threads)]
         if model:
             cmd += ["--model", str(model)]
-        log = open(log_file or str(self.db) + ".worker.log", "ab")
-        env = {**os.environ, "PYTHONPATH": str(_REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        p = subprocess.Popen(cmd, cwd=_REPO, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        child_env = {**os.environ, **(env or {}), "PYTHONPATH": str(_REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        with open(log_file or str(self.db) + ".worker.log", "ab") as log:  # the child keeps its own descriptor
+            p = subprocess.Popen(cmd, cwd=_REPO, stdout=log, stderr=subprocess.STDOUT, env=child_env, start_new_session=True)
         _pid_path(self.db).write_text(str(p.pid))
         return p.pid
 

@@ -7,9 +7,11 @@ Streamlit secrets; it is never logged, stored or exported. tweepy reconnects wit
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import queue
+import re
 import threading
 from typing import Iterable, Iterator
 
@@ -17,11 +19,13 @@ from .post import Post, Skip
 from .formats import parse_json_line
 from .tracker import Topic
 
-__all__ = ["build_rules", "XSource", "XAccessError", "token_from_env", "TAG_PREFIX"]
+__all__ = ["build_rules", "rule_term", "RULE_LENGTHS", "XSource", "XAccessError", "token_from_env", "TAG_PREFIX"]
 
 log = logging.getLogger("sparsepulse.x")
 TAG_PREFIX = "sparsepulse:"
-#: rule length limits: 512 characters (Basic/Pro), 1,024 (Enterprise / Academic)
+#: rule length limits of X's access levels (filtered-stream docs): 1,024 characters (Pro and
+#: pay-per-use), 2,048 (Enterprise); 512 is valid everywhere and the default
+RULE_LENGTHS = (512, 1024, 2048)
 DEFAULT_RULE_LENGTH = 512
 _TOKEN_ENV = ("X_BEARER_TOKEN", "SPARSEPULSE_X_BEARER_TOKEN")
 _ERRORS = {
@@ -45,21 +49,42 @@ def token_from_env() -> str | None:
     return None
 
 
-def _rule_term(term: str) -> str:
+def _quoted(text: str) -> str:
+    """An exact-phrase operand: X's syntax escapes a literal double quote (and backslash) inside."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_PLAIN_KEYWORD = re.compile(r"\w+")
+_OPERATOR_WORDS = {"or", "and"}
+
+
+def rule_term(term: str) -> str:
+    """One tracker term as a valid filtered-stream operand.
+
+    Phrases and every keyword that is not a plain run of letters/digits (punctuation, symbols,
+    emoji, URLs, ``from:x``-style text that X would read as an operator, the words OR/AND) are
+    exact-phrase quoted, as X's rule syntax requires; ``#tag``, ``$cash`` and ``@user`` are X's own
+    operators and stay as they are."""
     t = term.strip()
-    if t.startswith('"') and t.endswith('"'):
-        return '"' + t[1:-1].replace('"', "") + '"'
-    return t
+    if len(t) >= 2 and t[0] == '"' and t[-1] == '"':
+        return _quoted(" ".join(t[1:-1].split()))
+    if len(t) >= 2 and t[0] in "#$@" and _PLAIN_KEYWORD.fullmatch(t[1:]):
+        return t
+    if _PLAIN_KEYWORD.fullmatch(t) and t.lower() not in _OPERATOR_WORDS:
+        return t
+    return _quoted(t)
 
 
 def build_rules(topics: Iterable[Topic], max_len: int = DEFAULT_RULE_LENGTH) -> list[tuple[str, str]]:
     """(value, tag) filtered-stream rules: ``(t1 OR t2 ...) -e1 -e2``, split into several rules of
     the same tag when one would exceed ``max_len``. Raises ValueError if a single term cannot fit."""
+    if max_len not in RULE_LENGTHS:
+        raise ValueError(f"rule length {max_len}: X's limits are {', '.join(map(str, RULE_LENGTHS))} characters by access level")
     rules = []
     for tp in topics:
         tag = TAG_PREFIX + tp.name
-        excl = "".join(f" -{_rule_term(e)}" for e in tp.exclusions)
-        terms = [_rule_term(t) for t in tp.terms]
+        excl = "".join(f" -{rule_term(e)}" for e in tp.exclusions)
+        terms = [rule_term(t) for t in tp.terms]
         chunk: list[str] = []
 
         def value(ts: list[str]) -> str:
@@ -80,7 +105,8 @@ def build_rules(topics: Iterable[Topic], max_len: int = DEFAULT_RULE_LENGTH) -> 
 
 def _tweet_item(raw: bytes | str) -> Post | Skip:
     """A filtered-stream payload (``data`` + ``includes`` + ``matching_rules``) -> Post."""
-    items = parse_json_line(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw, "twarc2")
+    observed = dt.datetime.now(dt.timezone.utc)  # the time X delivered it (stream.validate)
+    items = parse_json_line(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw, "twarc2", observed)
     return items[0] if items else Skip("malformed_record")
 
 

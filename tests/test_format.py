@@ -6,7 +6,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from runtime.errors import ModelFormatError
-from runtime.format import FORMAT, load_model, save_model
+from runtime.format import FORMAT, load_model, save_model, tensor_checksum
 from runtime.native import NativeModel
 from runtime.synthetic import TINY_CONFIG, random_tensors
 
@@ -28,11 +28,15 @@ def _write(tmp_path, tensors=None, **meta_over):
 
 
 def _raw_save(tmp_path, tensors):
+    """Tensors written past save_model's checks, with a matching checksum: what load_model's own
+    checks (not the checksum) must catch."""
     p = _write(tmp_path)
     from safetensors import safe_open
 
     with safe_open(str(p), "np") as f:
         meta = dict(f.metadata())
+    tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    meta["checksum"] = tensor_checksum(tensors)
     save_file(tensors, str(p), metadata=meta)
     return p
 
@@ -46,7 +50,7 @@ def test_valid_roundtrip(tmp_path):
     "over, match",
     [
         ({"format": "something-else"}, "format"),
-        ({"format_version": "2"}, "version"),
+        ({"format_version": "3"}, "version"),
         ({"config": "{not json"}, "malformed"),
         ({"config": json.dumps({**TINY_CONFIG, "hidden_size": -4})}, "hidden_size"),
         ({"config": json.dumps({**TINY_CONFIG, "vocab_size": 10**12})}, "vocab_size"),
@@ -121,3 +125,117 @@ def test_c_rechecks_what_it_depends_on(tmp_path):
 
     with pytest.raises(NativeError, match="index out of range"):
         NativeModel(d)
+
+
+# ------------------------------------------------------------------ hostile-streams issue: the model contract
+def _rechecksummed(tmp_path, **meta_over):
+    """Metadata changed after saving, checksum still valid (the tensors are untouched)."""
+    return _write(tmp_path, **meta_over)
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [["negative", "positive"], ["very negative", "negative", "neutral", "positive", "very positive"], ["neg", "neu", "pos"], ["negative", "negative", "positive"]],
+)
+def test_labels_other_than_the_three_are_refused(tmp_path, labels):
+    cfg = {**TINY_CONFIG, "num_labels": len(labels)}
+    t = random_tensors(cfg, 0.8)
+    with pytest.raises(ModelFormatError, match="exactly negative, neutral, positive"):
+        save_model(tmp_path, t, config=cfg, labels=labels, max_len=32, demojize=True, sparsity=0.8)
+    p = _write(tmp_path / "ok")  # also when written past save_model
+    with pytest.raises(ModelFormatError, match="labels"):
+        load_model(_rechecksummed(tmp_path / "ok", labels=json.dumps(labels)))
+
+
+def test_labels_in_another_order_map_by_name(tmp_path):
+    """A model whose classifier rows are (positive, neutral, negative) scores the same as the same
+    model written in our order: the Scorer maps by name (it used to store it inverted)."""
+    from runtime.scorer import Scorer
+    from runtime.format import TOKENIZER_FILES
+    from compression.weights import base_model_dir
+    import shutil
+
+    cfg = {**TINY_CONFIG, "vocab_size": 30522}
+    t = random_tensors(cfg, 0.8, std=0.5)
+    rev = dict(t)
+    rev["classifier.weight"] = t["classifier.weight"][::-1].copy()
+    rev["classifier.bias"] = t["classifier.bias"][::-1].copy()
+    dirs = {}
+    for name, tens, labels in (("ours", t, ["negative", "neutral", "positive"]), ("reversed", rev, ["positive", "neutral", "negative"])):
+        d = tmp_path / name
+        d.mkdir()
+        save_model(d, tens, config=cfg, labels=labels, max_len=32, demojize=True, sparsity=0.8)
+        for f in TOKENIZER_FILES:
+            shutil.copy2(base_model_dir() / f, d / f)
+        dirs[name] = d
+    texts = ["I love this apple!", "terrible service", "the bus is at 5"]
+    la, pa = Scorer(dirs["ours"], threads=1).score(texts)
+    lb, pb = Scorer(dirs["reversed"], threads=1).score(texts)
+    assert Scorer(dirs["reversed"]).labels == ("negative", "neutral", "positive")
+    np.testing.assert_array_equal(pa, pb)
+    np.testing.assert_array_equal(la, lb)
+    assert not np.allclose(pa, pa[:, ::-1])  # the test can tell the two orders apart
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_bit_flips_in_tensor_data_are_refused(tmp_path, seed):
+    p = _write(tmp_path)
+    raw = bytearray(p.read_bytes())
+    header = 8 + int.from_bytes(raw[:8], "little")
+    rng = np.random.default_rng(seed)
+    pos = int(rng.integers(header, len(raw)))
+    raw[pos] ^= 1 << int(rng.integers(0, 8))
+    p.write_bytes(bytes(raw))
+    with pytest.raises(ModelFormatError, match="checksum"):
+        load_model(p)
+
+
+@pytest.mark.parametrize(
+    "name, fn, match",
+    [
+        ("pooler.weight", lambda a: np.full_like(a, 3e38), "beyond any trained model"),
+        ("layer_0.query.bias", lambda a: np.full_like(a, -5e5), "beyond any trained model"),
+        ("layer_0.key.scale", lambda a: np.full_like(a, 1e-40), "denormal"),
+        ("embeddings.word.scale", lambda a: np.full_like(a, 1e-39), "denormal"),
+    ],
+)
+def test_absurd_values_are_refused(tmp_path, name, fn, match):
+    with pytest.raises(ModelFormatError, match=match):
+        load_model(_raw_save(tmp_path, _mutate(name, fn)))
+
+
+@pytest.mark.parametrize(
+    "over, match",
+    [
+        ({"max_len": "2"}, "max_len"),
+        ({"max_len": "7"}, "max_len"),
+        ({"config": json.dumps({**TINY_CONFIG, "layer_norm_eps": 0.9})}, "layer_norm_eps"),
+        ({"config": json.dumps({**TINY_CONFIG, "layer_norm_eps": True})}, "layer_norm_eps"),
+        ({"config": "[" * 100_000 + "]" * 100_000}, "malformed"),
+        ({"labels": "[" * 100_000}, "malformed"),
+        ({"checksum": None}, "missing"),
+        ({"checksum": "md5:abc"}, "sha256"),
+        ({"checksum": "sha256:" + "0" * 64}, "checksum"),
+    ],
+)
+def test_bad_metadata_values(tmp_path, over, match):
+    with pytest.raises(ModelFormatError, match=match):
+        load_model(_rechecksummed(tmp_path, **over))
+
+
+def test_v1_file_loads_with_a_warning(tmp_path):
+    from runtime.errors import ModelFormatWarning
+
+    p = _write(tmp_path, format_version="1", checksum=None)
+    with pytest.warns(ModelFormatWarning, match="no checksum"):
+        d = load_model(p)
+    assert d.meta["format_version"] == 1
+
+
+def test_shipped_models_carry_a_checksum():
+    from pathlib import Path
+
+    shipped = sorted(Path(__file__).resolve().parents[1].glob("models/sparsepulse-*/model.safetensors"))
+    assert shipped
+    for p in shipped:
+        assert load_model(p).meta["format_version"] == 2, p

@@ -162,3 +162,40 @@ def test_x_source_403_is_a_clear_error():
 def test_x_source_needs_a_token():
     with pytest.raises(XAccessError):
         XSource("", lambda: [])
+
+
+# ------------------------------------------------------------------ X rule syntax (hostile streams 11, real X rules 3)
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("coca-cola, covid-19", '("coca-cola" OR "covid-19")'),
+        ("http://example.com, lang:en", '("http://example.com" OR "lang:en")'),
+        ("from:x, is:retweet", '("from:x" OR "is:retweet")'),
+        ("foo)", '"foo)"'),
+        ("cats, OR", '(cats OR "OR")'),
+        ("😀, ❤️", '("😀" OR "❤️")'),
+        ('"hello, world", -"scam, alert"', '"hello, world" -"scam, alert"'),
+        ("bitcoin, #btc, $eth, @nasa, -scam", "(bitcoin OR #btc OR $eth OR @nasa) -scam"),
+        ('"say \\"hi\\"", x', '("say \\\\\\"hi\\\\\\"" OR x)'),  # backslashes and quotes inside a phrase are escaped
+        ('"unclosed, x', None),  # refused at topic creation (unbalanced quote)
+        ("東京, café", "(東京 OR café)"),
+    ],
+)
+def test_rule_syntax_table(spec, expected):
+    from stream.tracker import TopicError
+
+    if expected is None:
+        with pytest.raises(TopicError):
+            Topic.parse("t", spec)
+        return
+    [(value, tag)] = build_rules([Topic.parse("t", spec)])
+    assert value == expected and tag == TAG_PREFIX + "t"
+
+
+def test_rule_length_limits_are_validated():
+    t = Topic.parse("t", "bitcoin")
+    for n in (512, 1024, 2048):
+        assert build_rules([t], max_len=n)
+    for n in (0, 100, 4096):
+        with pytest.raises(ValueError, match="rule length"):
+            build_rules([t], max_len=n)

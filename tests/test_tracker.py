@@ -67,3 +67,37 @@ def test_duplicate_names_rejected():
 def test_spec_roundtrip():
     t = Topic.parse("c", 'bitcoin, "crypto winter", -scam')
     assert Topic.parse("c", t.spec()) == t
+
+
+# ------------------------------------------------------------------ hostile-streams issue, finding 11
+@pytest.mark.parametrize(
+    "spec, text, expected",
+    [
+        ('"hello, world"', "Hello,  world!", True),  # a comma inside a quoted phrase belongs to it
+        ('bitcoin, -"scam, alert"', "bitcoin scam, alert", False),
+        ('bitcoin, -"scam, alert"', "bitcoin scam alert", True),
+        ("東京", "東京に行きました", True),  # scripts without spaces: no word boundary required
+        ("東京", "京都に行きました", False),
+        ("サッカー", "サッカーが好き", True),
+        ("ภาษาไทย", "ฉันชอบภาษาไทยมาก", True),
+        ("서울", "서울에 갔어요", True),  # Korean particles attach to the word
+        ("istanbul", "İstanbul'da hava güzel", True),  # Turkish dotted capital I
+        ("istanbul", "ISTANBUL", True),
+        ("btc", "ＢＴＣ price", True),  # full-width letters (NFKC)
+        ("cat", "concatenate", False),
+        ("from:x", "posted from:x today", True),  # an X operator-looking term is plain text locally
+    ],
+)
+def test_topic_rules_from_the_hostile_streams_issue(spec, text, expected):
+    assert bool(Tracker([Topic.parse("t", spec)]).match(text)) is expected
+
+
+@pytest.mark.parametrize("spec", ['"unclosed, phrase', 'it"s', "the, a, an", '"the", a'])
+def test_malformed_or_stop_word_topics_are_refused(spec):
+    with pytest.raises(TopicError):
+        Topic.parse("t", spec)
+
+
+def test_quoted_exclusion_is_parsed_whole():
+    t = Topic.parse("t", 'bitcoin, -"scam, alert"')
+    assert t.terms == ("bitcoin",) and t.exclusions == ('"scam, alert"',)
