@@ -197,6 +197,8 @@ def runtime_panel(store: Store, worker: Worker) -> None:
         st.caption("Skipped by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
     if s.get("error"):
         st.error(s["error"])
+    for msg in s.get("source_errors") or []:  # e.g. X rejected a filtered-stream rule
+        st.warning(msg)
 
 
 def _frame(rows: list[dict], smooth: int) -> pd.DataFrame:

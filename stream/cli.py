@@ -78,7 +78,7 @@ def _run(args, make_source) -> int:
         def write(st, force=False):
             if force or _time.monotonic() - last[0] >= 1.0:
                 last[0] = _time.monotonic()
-                write_status(Path(args.status_file), {**st.as_dict(), "source": src.name, "model": model_dir.name, "model_bytes": scorer.model_bytes, "kernel": scorer.kernel_name, "paused": bool(pacer and pacer.paused), "scorer": scorer.stats()})
+                write_status(Path(args.status_file), {**st.as_dict(), "source": src.name, "source_errors": list(getattr(src, "rule_errors", []) or []), "model": model_dir.name, "model_bytes": scorer.model_bytes, "kernel": scorer.kernel_name, "paused": bool(pacer and pacer.paused), "scorer": scorer.stats()})
 
         callbacks.append(write)
     bar = None
@@ -108,6 +108,8 @@ def _run(args, make_source) -> int:
     print("skipped: " + (", ".join(f"{k}={v}" for k, v in sorted(d["skipped"].items())) or "none"))
     if d["rejected"]:
         print("rejected by reason (all time): " + ", ".join(f"{k}={v}" for k, v in sorted(store.reject_counts(src.key).items())))
+    for msg in getattr(src, "rule_errors", []) or []:
+        print(f"warning: {msg}", file=sys.stderr)
     if d["error"]:
         print(f"error: {d['error']}", file=sys.stderr)
         return 1

@@ -237,7 +237,8 @@ class Pipeline:
                     skips[obj.reason] += 1
                     continue
                 st.posts += 1
-                names = self.tracker.match(obj.text)
+                # a quote post matches on the quoted post's words too (as X's filtered stream does)
+                names = self.tracker.match(obj.text if obj.quoted_text is None else obj.text + "\n" + obj.quoted_text)
                 if names:
                     posts.append(obj)
                     offsets.append(offset)

@@ -23,6 +23,11 @@ class Post:
     #: the source's own creation time when it was implausible and ``created_at`` is the time the
     #: live server observed the post instead (see stream.validate); None otherwise
     claimed_ms: int | None = None
+    #: the text of the post this one quotes (matched by topics, as X does; never scored: sentiment is
+    #: the post's own words)
+    quoted_text: str | None = None
+    #: a native retweet / repost: ``text`` is the original's full text, prefixed "RT @author: "
+    is_retweet: bool = False
 
     @property
     def created_ms(self) -> int:

@@ -20,7 +20,7 @@ from .tracker import Topic
 
 __all__ = ["Store", "SCHEMA_VERSION", "StoreError"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: a rejected record is kept as JSON cut to this many characters
 REJECT_RECORD_CHARS = 4096
 
@@ -80,6 +80,10 @@ _MIGRATIONS: dict[int, str] = {
         rejected_ms INTEGER NOT NULL,
         PRIMARY KEY (source_key, item_offset, post_id)
     );
+    """,
+    3: """
+    ALTER TABLE posts ADD COLUMN quoted_text TEXT;
+    ALTER TABLE posts ADD COLUMN is_retweet INTEGER NOT NULL DEFAULT 0;
     """,
 }
 
@@ -209,8 +213,8 @@ class Store:
         with self.transaction() as c:
             before = c.total_changes
             c.executemany(
-                "INSERT OR IGNORE INTO posts(id, source, created_ms, text, author, lang, ingested_ms, claimed_ms) VALUES (?,?,?,?,?,?,?,?)",
-                [(p.id, p.source, p.created_ms, p.text, p.author, p.lang, now, p.claimed_ms) for p in posts],
+                "INSERT OR IGNORE INTO posts(id, source, created_ms, text, author, lang, ingested_ms, claimed_ms, quoted_text, is_retweet) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [(p.id, p.source, p.created_ms, p.text, p.author, p.lang, now, p.claimed_ms, p.quoted_text, int(p.is_retweet)) for p in posts],
             )
             new = c.total_changes - before
             c.executemany(

@@ -12,6 +12,7 @@ Nothing else constructs a ``Post`` from outside data. The rules, applied to ever
   unparseable) is replaced by it, and the claim is kept in ``Post.claimed_ms``.
 - **author / lang**: strings (ids as integers allowed for authors), cut to ``MAX_FIELD_CHARS``;
   language tags are reduced to their primary subtag (BCP 47 ``en-US`` -> ``en``).
+- **quoted text** (a quote post's quoted post): cleaned like text, kept apart from it.
 """
 from __future__ import annotations
 
@@ -109,6 +110,8 @@ def make_post(
     *,
     observed: dt.datetime | None = None,
     now: dt.datetime | None = None,
+    quoted_text: Any = None,
+    is_retweet: bool = False,
 ) -> Post | Skip:
     """Raw fields -> ``Post`` or ``Skip(reason)``; see the module docstring for the rules.
 
@@ -138,7 +141,8 @@ def make_post(
         return Skip("missing_time")
     else:
         return Skip("bad_time")
-    return Post(f"{_ID_PREFIX.get(source, source)}:{sid}", created_at, clean_text(text), _field(author), normalize_lang(lang), source, claimed_ms)
+    quoted = clean_text(quoted_text[:MAX_TEXT_CHARS]) if isinstance(quoted_text, str) and quoted_text.strip() else None
+    return Post(f"{_ID_PREFIX.get(source, source)}:{sid}", created_at, clean_text(text), _field(author), normalize_lang(lang), source, claimed_ms, quoted, bool(is_retweet))
 
 
 def _safe_ms(t: dt.datetime | None) -> int | None:

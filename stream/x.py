@@ -140,7 +140,9 @@ class XSource:
                 log.warning("X stream connection error; tweepy reconnects with backoff")
 
         self.client = client or _Client(bearer_token, wait_on_rate_limit=True)
-        self._synced: list[tuple[str, str]] | None = None
+        self._synced: list[tuple[str, str]] | None = None  # rules X accepted
+        self._wanted: list[tuple[str, str]] | None = None  # rules last sent (accepted or not)
+        self.rule_errors: list[str] = []
 
     def on_data(self, raw_data: bytes | str) -> None:
         try:
@@ -158,12 +160,16 @@ class XSource:
             self.client.disconnect()
 
     def sync_rules(self) -> None:
-        """Make the stream's sparsepulse-tagged rules equal to the current topics' rules."""
+        """Make the stream's sparsepulse-tagged rules equal to the current topics' rules.
+
+        X answers an invalid rule with HTTP 200 and an ``errors`` list: those rules are not recorded
+        as synced; their errors are kept in ``rule_errors`` (shown by the CLI and the dashboard) and
+        the same set of rules is not sent again until the topics change."""
         want = build_rules(self._topics(), self.max_rule_len)
-        if want == self._synced:
+        if want == self._wanted:
             return
         resp = self.client.get_rules()
-        have = [(r.value, r.tag, r.id) for r in (resp.data or [])]
+        have = [(r.value, r.tag, r.id) for r in (getattr(resp, "data", None) or [])]
         stale = [rid for v, tag, rid in have if (tag or "").startswith(TAG_PREFIX) and (v, tag) not in want]
         if stale:
             self.client.delete_rules(stale)
@@ -171,14 +177,32 @@ class XSource:
         import tweepy
 
         add = [tweepy.StreamRule(value=v, tag=t) for v, t in want if (v, t) not in present]
+        errors: list[str] = []
+        failed: set[str] = set()
         if add:
-            self.client.add_rules(add)
-        self._synced = want
-
+            resp = self.client.add_rules(add)
+            for e in getattr(resp, "errors", None) or []:
+                if not isinstance(e, dict):
+                    continue
+                value = str(e.get("value", ""))
+                details = e.get("details") if isinstance(e.get("details"), list) else [e.get("title") or e.get("detail") or "rejected"]
+                failed.add(value)
+                errors.append(f"X rejected the rule {value!r}: {'; '.join(map(str, details))}")
+        for msg in errors:
+            log.error(msg)
+        self.rule_errors = errors
+        self._synced = [r for r in want if r[0] not in failed]
+        self._wanted = want
     def items(self, start_after: int = 0, stop: threading.Event | None = None) -> Iterator[tuple[int, Post | Skip]]:
         stop = stop or threading.Event()
         self.sync_rules()
-        th = self.client.filter(threaded=True, expansions=["author_id"], tweet_fields=["created_at", "lang", "note_tweet"], user_fields=["username"])
+        # referenced tweets come as includes: retweets' full original text, quote posts' quoted text
+        th = self.client.filter(
+            threaded=True,
+            expansions=["author_id", "referenced_tweets.id", "referenced_tweets.id.author_id"],
+            tweet_fields=["created_at", "lang", "note_tweet", "referenced_tweets", "author_id"],
+            user_fields=["username"],
+        )
         seq = start_after
         try:
             while not stop.is_set():
