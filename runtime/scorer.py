@@ -55,14 +55,18 @@ class Scorer:
         for f in _TOKENIZER_FILES:
             if not (self.model_dir / f).is_file():
                 raise ModelFormatError(f"{self.model_dir}: tokenizer file {f} missing")
-        from transformers import BertTokenizerFast
+        from tokenizers import Tokenizer
 
-        try:
-            self._tok = BertTokenizerFast.from_pretrained(str(self.model_dir), local_files_only=True)
-        except (OSError, ValueError) as e:
-            raise ModelFormatError(f"{self.model_dir}: cannot load the tokenizer: {e}") from None
-        if len(self._tok) > data.config["vocab_size"]:
-            raise ModelFormatError(f"{self.model_dir}: the tokenizer has {len(self._tok)} ids, the model's vocabulary {data.config['vocab_size']}")
+        try:  # the base model's fast tokenizer file itself (what transformers' BertTokenizerFast wraps:
+            # identical ids on the 62,628 SemEval texts, checked when the serving install dropped transformers)
+            self._tok = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
+        except Exception as e:  # the tokenizers library raises its own (untyped) exception on a bad file
+            raise ModelFormatError(f"{self.model_dir}: cannot load the tokenizer: {str(e)[:200]}") from None
+        self._tok.no_truncation()
+        self._tok.no_padding()
+        n_tok = self._tok.get_vocab_size()
+        if n_tok > data.config["vocab_size"]:
+            raise ModelFormatError(f"{self.model_dir}: the tokenizer has {n_tok} ids, the model's vocabulary {data.config['vocab_size']}")
         self._model = NativeModel(data, kernel=kernel)
         self.labels: tuple[str, ...] = LABELS
         self._order = data.label_order  # file's classifier rows -> LABELS
@@ -78,7 +82,9 @@ class Scorer:
         self._tok_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._stats = ScorerStats()
-        self._cls, self._sep = self._tok.cls_token_id, self._tok.sep_token_id
+        self._cls, self._sep = self._tok.token_to_id("[CLS]"), self._tok.token_to_id("[SEP]")
+        if self._cls is None or self._sep is None:
+            raise ModelFormatError(f"{self.model_dir}: the tokenizer has no [CLS] / [SEP] token")
         self._executor = None  # tokenisation helper thread for multi-chunk calls (created on first use)
 
     @property
@@ -99,7 +105,7 @@ class Scorer:
         cap = self.max_len * CHARS_PER_TOKEN_CAP
         norm = [normalize(t[:cap], demojize=self.demojize) for t in texts]
         with self._tok_lock:
-            enc = self._tok(norm, add_special_tokens=False, truncation=False)["input_ids"]
+            enc = [e.ids for e in self._tok.encode_batch(norm, add_special_tokens=False)]
         body = self.max_len - 2
         truncated = sum(1 for e, t in zip(enc, texts) if len(e) > body or len(t) > cap)
         lengths = np.fromiter((min(len(e), body) + 2 for e in enc), np.int32, len(enc))

@@ -217,19 +217,22 @@ def test_blank_lines_and_damaged_gzip(tmp_path):
     assert items[-1] == Skip("damaged_file") and all(isinstance(x, Post) for x in items[:-1])
 
 
-def test_scorer_caps_characters_before_tokenising(synthetic_model_dir, monkeypatch):
+def test_scorer_caps_characters_before_tokenising(synthetic_model_dir):
     from runtime import Scorer
     from runtime.scorer import CHARS_PER_TOKEN_CAP
 
     s = Scorer(synthetic_model_dir, threads=1)
     seen = []
-    real = s._tok.__class__.__call__
 
-    def spy(self, texts, **kw):
-        seen.extend(len(t) for t in texts)
-        return real(self, texts, **kw)
+    class Spy:  # records what reaches the tokenizer
+        def __init__(self, tok):
+            self.tok = tok
 
-    monkeypatch.setattr(s._tok.__class__, "__call__", spy)
+        def encode_batch(self, texts, **kw):
+            seen.extend(len(t) for t in texts)
+            return self.tok.encode_batch(texts, **kw)
+
+    s._tok = Spy(s._tok)
     labels, probs = s.score(["東" * 3_000_000, "short text"])
     assert max(seen) <= s.max_len * CHARS_PER_TOKEN_CAP and probs.shape == (2, 3)
     assert s.stats()["truncated"] == 1
