@@ -12,7 +12,9 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from runtime.format import LABELS
 from stream.alerts import detect_shifts, rolling_mean, series_by_topic
+from stream.formats import semeval_test_file
 from stream.store import Store
 from stream.validate import EARLIEST, FUTURE_SLACK
 from stream.tracker import DEFAULT_TOPICS, Topic, TopicError
@@ -35,14 +37,12 @@ def db_path() -> Path:
     return Path(os.environ.get("SPARSEPULSE_DB", REPO / "data" / "sparsepulse.db"))
 
 BUCKETS = {"15 min": 900_000, "1 hour": 3_600_000, "6 hours": 21_600_000, "1 day": 86_400_000}
-LABEL_NAMES = ("negative", "neutral", "positive")
 COLORS = {"negative": "#d62728", "neutral": "#9e9e9e", "positive": "#2ca02c"}
 CHART_WIDTH = 330  # per-topic charts sit two per row
 
 
 def default_replay_file() -> Path | None:
-    root = Path(os.environ.get("SPARSEPULSE_DATA", REPO.parent / "shared" / "data"))
-    f = root / "semeval2017-task4a" / "test" / "SemEval2017-task4-test.subtask-A.english.txt"
+    f = semeval_test_file(os.environ.get("SPARSEPULSE_DATA") or str(REPO.parent / "shared" / "data"))
     return f if f.is_file() else None
 
 
@@ -136,7 +136,7 @@ def sidebar(store: Store, worker: Worker) -> dict:
 def _secret_token() -> str | None:
     try:
         return st.secrets.get("X_BEARER_TOKEN")  # type: ignore[no-any-return]
-    except (FileNotFoundError, KeyError, AttributeError, Exception):  # no secrets file configured
+    except FileNotFoundError:  # no secrets file configured (StreamlitSecretNotFoundError is one)
         return os.environ.get("X_BEARER_TOKEN")
 
 
@@ -206,7 +206,7 @@ def _frame(rows: list[dict], smooth: int) -> pd.DataFrame:
     for topic, series in series_by_topic(rows).items():
         sm = rolling_mean([r["polarity"] for r in series], smooth)
         for r, m in zip(series, sm):
-            out.append({**r, "time": pd.to_datetime(r["bucket_ms"], unit="ms", utc=True), "smoothed": m, **{f"share_{k}": r[k] / r["volume"] for k in LABEL_NAMES}})
+            out.append({**r, "time": pd.to_datetime(r["bucket_ms"], unit="ms", utc=True), "smoothed": m, **{f"share_{k}": r[k] / r["volume"] for k in LABELS}})
     return pd.DataFrame(out)
 
 
@@ -221,7 +221,7 @@ def topic_chart(df: pd.DataFrame, alerts: list, topic: str) -> alt.Chart:
         ad = pd.DataFrame({"time": [pd.to_datetime(x.bucket_ms, unit="ms", utc=True) for x in a], "smoothed": [x.polarity for x in a], "z": [round(x.z, 1) for x in a]})
         layers.append(alt.Chart(ad).mark_point(shape="triangle", size=140, color="#ff7f0e", filled=True).encode(x="time:T", y="smoothed:Q", tooltip=["time:T", "z:Q"]))
     top = alt.layer(*layers).properties(height=180, width=CHART_WIDTH)
-    shares = d.melt(id_vars=["time"], value_vars=[f"share_{k}" for k in LABEL_NAMES], var_name="class", value_name="share")
+    shares = d.melt(id_vars=["time"], value_vars=[f"share_{k}" for k in LABELS], var_name="class", value_name="share")
     shares["class"] = shares["class"].str.replace("share_", "")
     area = alt.Chart(shares).mark_area().encode(x=alt.X("time:T", title=None), y=alt.Y("share:Q", stack="normalize", title="class shares"), color=alt.Color("class:N", scale=alt.Scale(domain=list(COLORS), range=list(COLORS.values())), legend=None)).properties(height=90, width=CHART_WIDTH)
     vol = base.mark_bar().encode(y=alt.Y("volume:Q", title="posts")).properties(height=70, width=CHART_WIDTH)
@@ -233,7 +233,7 @@ def _posts_table(rows: list[dict]) -> pd.DataFrame:
     if df.empty:
         return df
     df.insert(0, "time", pd.to_datetime(df.pop("created_ms"), unit="ms", utc=True))
-    df["sentiment"] = df.pop("label").map(dict(enumerate(LABEL_NAMES)))
+    df["sentiment"] = df.pop("label").map(dict(enumerate(LABELS)))
     return df
 
 

@@ -1,4 +1,22 @@
-"""Command line: ``python -m compression {teacher,evaluate,logits,export-teacher} ...``."""
+"""Command line of the compression pipeline: ``python -m compression COMMAND ...``.
+
+Commands (one function each below, ``_cmd_<name>``):
+    teacher           fine-tune the dense teacher (resumable; ``--seed`` for ensemble members)
+    evaluate          macro recall on validation and the 2017 test set of a run or an exported teacher
+    logits            teacher logits on the training pool and the 2017 test set (distillation targets)
+    stats             data report and token-length statistics per split
+    export-teacher    write models/teacher (fp16 weights, card, metrics, logits)
+    student           distil / prune / quantise a student (resumable), then evaluate it
+    layerdrop         compare layer-dropping choices on validation
+    export-int8       post-training INT8 export to the runtime format
+    export-onnx       ONNX export (fp32, dynamic INT8, per-token INT8, QDQ, the SparseML/DeepSparse form)
+    check-onnx        run an ONNX file in ONNX Runtime / DeepSparse and compare with JAX
+    evaluate-runtime  C runtime accuracy + agreement with the JAX INT8 reference
+    package           commit-ready student: fp16 float student + INT8 runtime model + card
+    save-student      fp16 copy of a finished student run under models/students/
+    results           compression/RESULTS.md from the committed metrics
+    resave-model      re-write runtime model files in the current format version
+"""
 from __future__ import annotations
 
 import argparse
@@ -78,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     ox.add_argument("--runtime-model", default=None, help="a runtime model directory (its dequantised INT8 weights)")
     ox.add_argument("--int8", action="store_true", help="DynamicQuantizeLinear + MatMulInteger encoder linears")
     ox.add_argument("--per-token-int8", action="store_true", help="our INT8 scheme (per-token activations, int8 x int8 MatMulInteger), as the C runtime computes it")
-    ox.add_argument("--qdq", action="store_true", help="static QDQ INT8 (activation scales calibrated on 512 training tweets): the form DeepSparse runs")
+    ox.add_argument("--qdq", action="store_true", help="static QDQ INT8 (activation scales calibrated on 512 training tweets)")
+    ox.add_argument("--sparseml", action="store_true", help="the form SparseML exports for QAT BERTs and DeepSparse's INT8 fast path runs: static uint8 activations, MatMulInteger + int32 bias + Cast + Mul, quantised attention matmuls; our per-channel INT8 weights")
+    ox.add_argument("--sparseml-per-tensor", action="store_true", help="as --sparseml with one weight scale per matrix (SparseML's default)")
+    ox.add_argument("--calibration", choices=["minmax", "mean"], default="minmax", help="static activation ranges for --sparseml*: extremes, or the mean of per-batch extremes (default %(default)s)")
+    ox.add_argument("--calibration-tweets", type=int, default=2048, help="training tweets used to calibrate static activation scales (default %(default)s)")
 
     oc = sub.add_parser("check-onnx", help="run an ONNX file in ONNX Runtime / DeepSparse (separate venv) and compare with JAX on the 2017 test")
     oc.add_argument("--onnx", required=True)
@@ -115,147 +137,219 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     from .data import DataNotFound
 
+    if args.cmd in ("export-int8", "export-onnx"):
+        sources = [args.teacher, args.student, getattr(args, "runtime_model", None)]
+        if sum(bool(x) for x in sources) != 1:
+            ap.error("give exactly one of --teacher, --student" + (", --runtime-model" if args.cmd == "export-onnx" else ""))
+    if args.cmd == "export-onnx":
+        forms = {"dynamic": args.int8, "qdq": args.qdq, "per_token": args.per_token_int8, "sparseml": args.sparseml, "sparseml_per_tensor": args.sparseml_per_tensor}
+        if sum(forms.values()) > 1:
+            ap.error("--int8, --per-token-int8, --qdq, --sparseml and --sparseml-per-tensor are different INT8 forms: give one")
+    if args.cmd in ("evaluate",) and not (args.run_dir or args.model):
+        ap.error("evaluate needs --run-dir or --model")
     try:
-        if args.cmd == "check-onnx":
-            from pathlib import Path
-
-            from .loop import save_json
-            from .onnx_check import check_onnx
-
-            res = check_onnx(args.onnx, args.engine, args.bench_python, teacher=args.teacher, student=args.student, runtime_model=args.runtime_model, int8=args.int8)
-            print(json.dumps(res, indent=1))
-            if args.out:
-                save_json(Path(args.out), res)
-            return 0
-        if args.cmd in ("export-int8", "export-onnx"):
-            sources = [args.teacher, args.student, getattr(args, "runtime_model", None)]
-            if sum(bool(x) for x in sources) != 1:
-                ap.error("give exactly one of --teacher, --student" + (", --runtime-model" if args.cmd == "export-onnx" else ""))
-            if getattr(args, "runtime_model", None):
-                from runtime.format import load_model
-
-                from .runtime_eval import params_from_runtime
-
-                model, params, masks = params_from_runtime(load_model(args.runtime_model))
-                demojize = True
-            elif args.teacher:
-                from .teacher import load_teacher
-
-                model, params, meta = load_teacher(args.teacher)
-                masks, demojize = None, json.loads(meta.get("demojize", "true"))
-            else:
-                from .student import load_student
-
-                model, params, masks = load_student(args.student)
-                demojize = True
-            if args.cmd == "export-onnx":
-                from .onnx_export import export_onnx
-
-                if args.int8 + args.qdq + args.per_token_int8 > 1:
-                    ap.error("--int8, --per-token-int8 and --qdq are different INT8 forms: give one")
-                amax = None
-                if args.qdq:
-                    from .configs.common import DataConfig
-                    from .data import encode, load_semeval
-                    from .model import BertClassifier
-                    from .onnx_export import calibrate
-                    from .weights import load_tokenizer
-
-                    dc = DataConfig()
-                    train = load_semeval(dc.root, dc.valid_fraction, dc.split_seed).split("train")
-                    pick = np.random.default_rng(0).choice(len(train), size=min(512, len(train)), replace=False)
-                    ids, _ = encode(load_tokenizer(), [train[i].text for i in pick], dc.max_len, demojize)
-                    amax = calibrate(BertClassifier(model.cfg), params, ids, masks=masks)
-                quantize = "dynamic" if args.int8 else ("qdq" if args.qdq else ("per_token" if args.per_token_int8 else None))
-                print(export_onnx(params, model.cfg, args.out, masks=masks, quantize=quantize, amax=amax))
-                return 0
-            from .export import export_runtime_model
-
-            print(export_runtime_model(params, model.cfg, args.out, max_len=args.max_len, demojize=demojize, masks=masks))
-            return 0
-        if args.cmd == "resave-model":
-            from runtime.format import resave_model
-
-            for d in args.model_dirs:
-                print(resave_model(d))
-            return 0
-        if args.cmd == "results":
-            from .results import write_results
-
-            print(write_results(args.students))
-            return 0
-        if args.cmd == "package":
-            from .package import package_int8
-
-            m = package_int8(args.float_run, args.qat_run, args.out, args.data)
-            print(json.dumps({k: m[k] for k in ("model", "sparsity", "valid", "test", "int8_delta", "recovery", "file_bytes", "encoder_compression")}, indent=1))
-            return 0
-        if args.cmd == "save-student":
-            from pathlib import Path
-
-            from .package import STUDENTS_DIR, save_student
-
-            print(save_student(args.run_dir, STUDENTS_DIR / Path(args.run_dir).name, weights=not args.metrics_only))
-            return 0
-        if args.cmd == "evaluate-runtime":
-            from pathlib import Path
-
-            from .loop import save_json
-            from .runtime_eval import evaluate_runtime_model
-
-            res = evaluate_runtime_model(args.model_dir, args.data)
-            save_json(Path(args.out or Path(args.model_dir) / "runtime_eval.json"), res)
-            for split in ("valid", "test"):
-                m = res[split]
-                print(f"{split}: macro_recall {100 * m['macro_recall']:.2f}  acc {100 * m['accuracy']:.2f}  agreement_with_jax {100 * m['agreement_with_jax']:.2f}%  max|dp| {m['max_abs_dprob_vs_jax']:.4f}"
-                      f"  (C vs C with 1-ulp LayerNorm changes: max|dp| {m['noise_floor_1ulp']['max_abs_dprob']:.4f}, agreement {100 * m['noise_floor_1ulp']['agreement']:.2f}%)")
-            return 0
-        cfg = _cfg(args)
-        if args.cmd == "teacher":
-            from .train import train
-
-            train(cfg, args.run_dir, resume=args.resume, max_steps=args.max_steps)
-        elif args.cmd == "evaluate":
-            from .teacher import evaluate_run
-
-            if not (args.run_dir or args.model):
-                ap.error("evaluate needs --run-dir or --model")
-            if args.no_demojize:
-                import dataclasses
-
-                cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, demojize=False))
-            evaluate_run(cfg, args.run_dir, model_dir=args.model, write=not args.no_demojize)
-        elif args.cmd == "logits":
-            from .teacher import pool_logits
-
-            pool_logits(cfg, args.run_dir)
-        elif args.cmd == "student":
-            from .student import evaluate_student, train_student
-
-            state = train_student(cfg, args.run_dir, resume=args.resume, max_steps=args.max_steps)
-            if state["step"] >= state["total_steps"]:
-                m = evaluate_student(cfg, args.run_dir)
-                print(f"{cfg.name}: sparsity {m['sparsity']:.4f} valid {100 * m['valid']['macro_recall']:.2f} test {100 * m['test']['macro_recall']:.2f} (recovery {100 * m['recovery']['test']:.1f}%)")
-        elif args.cmd == "layerdrop":
-            from .student import compare_layer_drops
-
-            only = tuple(int(x) for x in args.only.split(",")) if args.only else None
-            print(compare_layer_drops(cfg, args.run_dir, only=only))
-        elif args.cmd == "stats":
-            from .train import prepare
-
-            prep = prepare(cfg)
-            print(json.dumps({k: v for k, v in prep.data.report.items() if k != "pool_files"}, indent=1))
-            print(f"token lengths (normalised, demojize={cfg.data.demojize}, incl. [CLS]/[SEP]); max_len {cfg.data.max_len}")
-            for split in ("train", "valid", "test"):
-                L = np.array([len(x) for x in prep.ids[split]])
-                p = np.percentile(L, [50, 95, 99])
-                print(f"  {split:<5} n={L.size:>6} median {p[0]:.0f}  p95 {p[1]:.0f}  p99 {p[2]:.0f}  max {L.max()}  truncated {prep.truncated[split]}")
-        elif args.cmd == "export-teacher":
-            from .teacher import export_teacher
-
-            export_teacher(cfg, args.run_dir, args.out)
+        return _COMMANDS[args.cmd](args)
     except (DataNotFound, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+# ------------------------------------------------------------------ one function per command
+def _cmd_teacher(args) -> int:
+    from .train import train
+
+    train(_cfg(args), args.run_dir, resume=args.resume, max_steps=args.max_steps)
     return 0
+
+
+def _cmd_evaluate(args) -> int:
+    import dataclasses
+
+    from .teacher import evaluate_run
+
+    cfg = _cfg(args)
+    if args.no_demojize:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, demojize=False))
+    evaluate_run(cfg, args.run_dir, model_dir=args.model, write=not args.no_demojize)
+    return 0
+
+
+def _cmd_logits(args) -> int:
+    from .teacher import pool_logits
+
+    pool_logits(_cfg(args), args.run_dir)
+    return 0
+
+
+def _cmd_stats(args) -> int:
+    from .train import prepare
+
+    cfg = _cfg(args)
+    prep = prepare(cfg)
+    print(json.dumps({k: v for k, v in prep.data.report.items() if k != "pool_files"}, indent=1))
+    print(f"token lengths (normalised, demojize={cfg.data.demojize}, incl. [CLS]/[SEP]); max_len {cfg.data.max_len}")
+    for split in ("train", "valid", "test"):
+        L = np.array([len(x) for x in prep.ids[split]])
+        p = np.percentile(L, [50, 95, 99])
+        print(f"  {split:<5} n={L.size:>6} median {p[0]:.0f}  p95 {p[1]:.0f}  p99 {p[2]:.0f}  max {L.max()}  truncated {prep.truncated[split]}")
+    return 0
+
+
+def _cmd_export_teacher(args) -> int:
+    from .teacher import export_teacher
+
+    export_teacher(_cfg(args), args.run_dir, args.out)
+    return 0
+
+
+def _cmd_student(args) -> int:
+    from .student import evaluate_student, train_student
+
+    cfg = _cfg(args)
+    state = train_student(cfg, args.run_dir, resume=args.resume, max_steps=args.max_steps)
+    if state["step"] >= state["total_steps"]:
+        m = evaluate_student(cfg, args.run_dir)
+        print(f"{cfg.name}: sparsity {m['sparsity']:.4f} valid {100 * m['valid']['macro_recall']:.2f} test {100 * m['test']['macro_recall']:.2f} (recovery {100 * m['recovery']['test']:.1f}%)")
+    return 0
+
+
+def _cmd_layerdrop(args) -> int:
+    from .student import compare_layer_drops
+
+    only = tuple(int(x) for x in args.only.split(",")) if args.only else None
+    print(compare_layer_drops(_cfg(args), args.run_dir, only=only))
+    return 0
+
+
+def _load_source(args):
+    """(model, params, masks, demojize) of the one source an export names."""
+    if getattr(args, "runtime_model", None):
+        from runtime.format import load_model
+
+        from .runtime_eval import params_from_runtime
+
+        model, params, masks = params_from_runtime(load_model(args.runtime_model))
+        return model, params, masks, True
+    if args.teacher:
+        from .teacher import load_teacher
+
+        model, params, meta = load_teacher(args.teacher)
+        return model, params, None, json.loads(meta.get("demojize", "true"))
+    from .student import load_student
+
+    model, params, masks = load_student(args.student)
+    return model, params, masks, True
+
+
+def _cmd_export_int8(args) -> int:
+    from .export import export_runtime_model
+
+    model, params, masks, demojize = _load_source(args)
+    print(export_runtime_model(params, model.cfg, args.out, max_len=args.max_len, demojize=demojize, masks=masks))
+    return 0
+
+
+def _cmd_export_onnx(args) -> int:
+    from .onnx_export import export_onnx
+
+    model, params, masks, demojize = _load_source(args)
+    forms = {"dynamic": args.int8, "qdq": args.qdq, "per_token": args.per_token_int8, "sparseml": args.sparseml, "sparseml_per_tensor": args.sparseml_per_tensor}
+    quantize = next((k for k, v in forms.items() if v), None)
+    amax = ranges = None
+    if quantize in ("qdq", "sparseml", "sparseml_per_tensor"):
+        from .configs.common import DataConfig
+        from .data import encode, load_semeval
+        from .model import BertClassifier
+        from .onnx_export import calibrate, calibrate_ranges
+        from .weights import load_tokenizer
+
+        dc = DataConfig()
+        train = load_semeval(dc.root, dc.valid_fraction, dc.split_seed).split("train")
+        n_cal = 512 if quantize == "qdq" else args.calibration_tweets
+        pick = np.random.default_rng(0).choice(len(train), size=min(n_cal, len(train)), replace=False)
+        ids, _ = encode(load_tokenizer(), [train[i].text for i in pick], dc.max_len, demojize)
+        if quantize == "qdq":
+            amax = calibrate(BertClassifier(model.cfg), params, ids, masks=masks)
+        else:
+            ranges = calibrate_ranges(BertClassifier(model.cfg), params, ids, masks=masks, method=args.calibration)
+    print(export_onnx(params, model.cfg, args.out, masks=masks, quantize=quantize, amax=amax, ranges=ranges))
+    return 0
+
+
+def _cmd_check_onnx(args) -> int:
+    from pathlib import Path
+
+    from .loop import save_json
+    from .onnx_check import check_onnx
+
+    res = check_onnx(args.onnx, args.engine, args.bench_python, teacher=args.teacher, student=args.student, runtime_model=args.runtime_model, int8=args.int8)
+    print(json.dumps(res, indent=1))
+    if args.out:
+        save_json(Path(args.out), res)
+    return 0
+
+
+def _cmd_evaluate_runtime(args) -> int:
+    from pathlib import Path
+
+    from .loop import save_json
+    from .runtime_eval import evaluate_runtime_model
+
+    res = evaluate_runtime_model(args.model_dir, args.data)
+    save_json(Path(args.out or Path(args.model_dir) / "runtime_eval.json"), res)
+    for split in ("valid", "test"):
+        m = res[split]
+        print(f"{split}: macro_recall {100 * m['macro_recall']:.2f}  acc {100 * m['accuracy']:.2f}  agreement_with_jax {100 * m['agreement_with_jax']:.2f}%  max|dp| {m['max_abs_dprob_vs_jax']:.4f}"
+              f"  (C vs C with 1-ulp LayerNorm changes: max|dp| {m['noise_floor_1ulp']['max_abs_dprob']:.4f}, agreement {100 * m['noise_floor_1ulp']['agreement']:.2f}%)")
+    return 0
+
+
+def _cmd_package(args) -> int:
+    from .package import package_int8
+
+    m = package_int8(args.float_run, args.qat_run, args.out, args.data)
+    print(json.dumps({k: m[k] for k in ("model", "sparsity", "valid", "test", "int8_delta", "recovery", "file_bytes", "encoder_compression")}, indent=1))
+    return 0
+
+
+def _cmd_save_student(args) -> int:
+    from pathlib import Path
+
+    from .package import STUDENTS_DIR, save_student
+
+    print(save_student(args.run_dir, STUDENTS_DIR / Path(args.run_dir).name, weights=not args.metrics_only))
+    return 0
+
+
+def _cmd_results(args) -> int:
+    from .results import write_results
+
+    print(write_results(args.students))
+    return 0
+
+
+def _cmd_resave_model(args) -> int:
+    from runtime.format import resave_model
+
+    for d in args.model_dirs:
+        print(resave_model(d))
+    return 0
+
+
+_COMMANDS = {
+    "teacher": _cmd_teacher,
+    "evaluate": _cmd_evaluate,
+    "logits": _cmd_logits,
+    "stats": _cmd_stats,
+    "export-teacher": _cmd_export_teacher,
+    "student": _cmd_student,
+    "layerdrop": _cmd_layerdrop,
+    "export-int8": _cmd_export_int8,
+    "export-onnx": _cmd_export_onnx,
+    "check-onnx": _cmd_check_onnx,
+    "evaluate-runtime": _cmd_evaluate_runtime,
+    "package": _cmd_package,
+    "save-student": _cmd_save_student,
+    "results": _cmd_results,
+    "resave-model": _cmd_resave_model,
+}

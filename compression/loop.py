@@ -20,7 +20,7 @@ import numpy as np
 
 from .data import Batch, iter_batches
 
-__all__ = ["LoopSpec", "run_loop", "save_json", "atomic_write", "setup_logging", "record_config", "log"]
+__all__ = ["LoopSpec", "run_loop", "save_json", "atomic_write", "setup_logging", "record_config", "log", "wall_time_s"]
 
 log = logging.getLogger("sparsepulse.train")
 
@@ -180,5 +180,20 @@ def run_loop(spec: LoopSpec, *, resume: bool, max_steps: int | None, progress: b
     checkpoint()
     if bar is not None:
         bar.close()
-    log.info("stopped at step %d of %d (%.1f s this run)", state["step"], total, time.perf_counter() - t0)
+    this_run = time.perf_counter() - t0
+    log.info("stopped at step %d of %d (%.1f s this run)", state["step"], total, this_run)
+    add_wall_time(spec.run_dir, this_run)
     return state
+
+
+def add_wall_time(run_dir: Path, seconds: float) -> None:
+    """Training wall time summed over the (resumed) runs of a run directory, in ``wall_time.json``."""
+    path = Path(run_dir) / "wall_time.json"
+    prev = json.loads(path.read_text()) if path.is_file() else {"seconds": 0.0, "runs": 0}
+    save_json(path, {"seconds": prev["seconds"] + seconds, "runs": prev["runs"] + 1})
+
+
+def wall_time_s(run_dir: Path) -> float | None:
+    """The training wall time recorded by :func:`run_loop` (None for a run that recorded none)."""
+    path = Path(run_dir) / "wall_time.json"
+    return float(json.loads(path.read_text())["seconds"]) if path.is_file() else None

@@ -16,9 +16,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import flax.linen as nn
-import numpy as np
 import jax
 import jax.numpy as jnp
+
+# shared with the runtime (their one home is runtime/format.py): INV127 = fl32(1/127), the quantisation
+# scale is max|x| * INV127; LINEAR_NAMES = the six encoder linears of each layer (pruned by oBERT);
+# LABELS = the output classes in classifier-row order
+from runtime.format import INV127, LABELS, LINEAR_NAMES
 
 __all__ = [
     "fake_quant_rows",
@@ -26,15 +30,8 @@ __all__ = [
     "BertClassifier",
     "LINEAR_NAMES",
     "LABELS",
-    "masks_like",
 ]
 
-#: fl32(1/127), as in runtime/format.py: scale = max|x| * INV127
-INV127 = np.float32(1.0 / 127.0)
-#: The six encoder linear layers of each transformer layer (pruned by oBERT).
-LINEAR_NAMES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
-#: Output classes, in the order of the classifier rows.
-LABELS = ("negative", "neutral", "positive")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,17 +119,22 @@ class _Linear(nn.Module):
             w_oc = w_oc * mask
         # the input's max |x|, recorded only when the caller makes "intermediates" mutable (static
         # activation scales for the QDQ ONNX export); otherwise a no-op
+        # (and its range, and the output's: static uint8 scales of the DeepSparse export form)
         self.sow("intermediates", "input_amax", jnp.max(jnp.abs(x_btc)))
+        self.sow("intermediates", "input_range", jnp.stack([jnp.min(x_btc), jnp.max(x_btc)]))
         if self.quantize and self.exact_int:
             # y = (s_t · s_o) · Σ q_x q_w + b, the C runtime's arithmetic (int32 accumulation)
             qx, sx = quant_rows(x_btc)
             qw, sw = quant_rows(w_oc)
             acc = jnp.einsum("...c,oc->...o", qx, qw, preferred_element_type=jnp.int32)
-            return (sx * sw[:, 0]) * acc.astype(jnp.float32) + b_o
-        if self.quantize:
-            w_oc = fake_quant_rows(w_oc)
-            x_btc = fake_quant_rows(x_btc)
-        return jnp.einsum("...c,oc->...o", x_btc, w_oc) + b_o
+            y = (sx * sw[:, 0]) * acc.astype(jnp.float32) + b_o
+        else:
+            if self.quantize:
+                w_oc = fake_quant_rows(w_oc)
+                x_btc = fake_quant_rows(x_btc)
+            y = jnp.einsum("...c,oc->...o", x_btc, w_oc) + b_o
+        self.sow("intermediates", "output_range", jnp.stack([jnp.min(y), jnp.max(y)]))
+        return y
 
 
 class _Layer(nn.Module):
@@ -202,12 +204,3 @@ class BertClassifier(nn.Module):
         pooled_bc = nn.Dropout(cfg.hidden_dropout)(pooled_bc, deterministic=deterministic)
         logits_bk = _Linear(cfg.num_labels, name="classifier")(pooled_bc)
         return (logits_bk, h_btc) if return_hidden else logits_bk
-
-
-def masks_like(params: Mapping[str, Any], value: float = 1.0) -> dict:
-    """An all-``value`` mask tree for every encoder linear weight in ``params``."""
-    out = {}
-    for lname, lp in params.items():
-        if lname.startswith("layer_"):
-            out[lname] = {n: jnp.full_like(lp[n]["weight"], value) for n in LINEAR_NAMES}
-    return out

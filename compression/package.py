@@ -6,7 +6,7 @@
 - ``models/students/<float run>/``: the masked float student in fp16 (format
   ``sparsepulse-student-fp16`` v1: flattened Flax parameters, masks as bit-packed uint8 tensors
   ``mask.<path>`` with their shapes in the metadata), its ``metrics.json``, ``config.json`` and
-  ``history.json``. ``load_student`` reads it, so QAT, the ONNX export and evaluation can start
+  ``history.json`` (the file format: ``compression.student_file``). ``load_student`` reads it, so QAT, the ONNX export and evaluation can start
   from it without the run directory.
 - ``models/students/<qat run>/``: the QAT run's ``metrics.json`` and ``config.json`` (its weights
   are the INT8 model below).
@@ -20,19 +20,16 @@ import json
 import shutil
 from pathlib import Path
 
-import flax.traverse_util
-import numpy as np
-from safetensors.numpy import load_file, save_file
 
 from runtime.format import WEIGHTS_FILE, load_model
 from runtime.text import NORMALIZATION_VERSION
 from .loop import save_json
-from .model import LABELS, BertClassifier, BertConfig
+from .model import LABELS
+from .student import load_student
+from .student_file import write_student_file
 
-__all__ = ["STUDENT_FORMAT", "save_student", "load_packaged_student", "dense_fp32_encoder_bytes", "package_int8"]
+__all__ = ["save_student", "dense_fp32_encoder_bytes", "package_int8"]
 
-STUDENT_FORMAT = "sparsepulse-student-fp16"
-STUDENT_FORMAT_VERSION = 1
 STUDENTS_DIR = Path("models/students")
 #: the dense fp32 teacher on disk (all-MiniLM-L6-v2 + classifier), the reference for file sizes
 TEACHER_FP32_BYTES = 90_800_000
@@ -41,8 +38,6 @@ TEACHER_FP32_BYTES = 90_800_000
 def save_student(run_dir: str | Path, out_dir: str | Path, *, weights: bool = True) -> Path:
     """fp16 weights + bit-packed masks of a finished student run, with its metrics and config
     (``weights=False``: the metrics, config and history only — for students no later step needs)."""
-    from .student import load_student
-
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not weights and not (run_dir / "metrics.json").is_file():
         raise FileNotFoundError(f"{run_dir}/metrics.json: the run is not finished and evaluated")
@@ -53,45 +48,8 @@ def save_student(run_dir: str | Path, out_dir: str | Path, *, weights: bool = Tr
     if not weights:
         return out_dir
     model, params, masks = load_student(run_dir)
-    tensors = {k: np.asarray(v, np.float16) for k, v in flax.traverse_util.flatten_dict(params, sep=".").items()}
-    shapes = {}
-    for k, m in flax.traverse_util.flatten_dict(masks, sep=".").items():
-        m = np.asarray(m) != 0
-        tensors["mask." + k] = np.packbits(m.reshape(-1))
-        shapes[k] = list(m.shape)
-    meta = {"format": STUDENT_FORMAT, "format_version": str(STUDENT_FORMAT_VERSION), "config": json.dumps(model.cfg.to_dict()), "mask_shapes": json.dumps(shapes), "labels": json.dumps(list(LABELS))}
-    save_file(tensors, str(out_dir / "model.safetensors"), metadata=meta)
+    write_student_file(out_dir / "model.safetensors", model, params, masks)
     return out_dir
-
-
-def load_packaged_student(model_dir: str | Path) -> tuple[BertClassifier, dict, dict]:
-    """(model, float32 params, masks) of a student written by ``save_student``; typed errors on a
-    wrong format, a truncated file or masks that do not match the weights."""
-    path = Path(model_dir) / "model.safetensors"
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "np") as f:
-            meta = f.metadata() or {}
-        raw = load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types for truncated / garbled files
-        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from None
-    if meta.get("format") != STUDENT_FORMAT or meta.get("format_version") != str(STUDENT_FORMAT_VERSION):
-        raise ValueError(f"{path}: not a {STUDENT_FORMAT} v{STUDENT_FORMAT_VERSION} file (got {meta.get('format')!r} v{meta.get('format_version')!r})")
-    cfg = BertConfig(**json.loads(meta["config"]))
-    shapes = json.loads(meta["mask_shapes"])
-    flat = {k: v.astype(np.float32) for k, v in raw.items() if not k.startswith("mask.")}
-    mflat = {}
-    for k, shape in shapes.items():
-        n = int(np.prod(shape))
-        bits, wk = raw.get("mask." + k), k + ".weight"  # the mask of layer_i.<linear> gates its weight
-        if bits is None or bits.size != (n + 7) // 8 or wk not in flat or list(flat[wk].shape) != shape:
-            raise ValueError(f"{path}: mask {k!r} missing or inconsistent with the weights")
-        mflat[k] = np.unpackbits(bits)[:n].reshape(shape).astype(np.float32)
-        flat[wk] = flat[wk] * mflat[k]
-    params = flax.traverse_util.unflatten_dict(flat, sep=".")
-    masks = flax.traverse_util.unflatten_dict(mflat, sep=".")
-    return BertClassifier(cfg), params, masks
 
 
 def dense_fp32_encoder_bytes(config: dict) -> int:
@@ -111,7 +69,6 @@ def package_int8(float_run: str | Path, qat_run: str | Path, out_dir: str | Path
     ``limit`` evaluates only the first N tweets of each split (tests)."""
     from .export import export_runtime_model
     from .runtime_eval import evaluate_runtime_model
-    from .student import load_student
 
     float_run, qat_run, out_dir = Path(float_run), Path(qat_run), Path(out_dir)
     for run in (float_run, qat_run):

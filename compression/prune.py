@@ -9,12 +9,10 @@ the remaining weights. Magnitude pruning ranks by ‖w_Q‖² with no update (th
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Callable, Iterable, Iterator
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .model import LINEAR_NAMES
@@ -69,11 +67,12 @@ def matrix_keys(params: dict) -> list[tuple[str, str]]:
     return [(lk, n) for lk in layers for n in LINEAR_NAMES]
 
 
-def ones_masks(params: dict) -> dict:
-    """All-ones masks ``{layer: {linear: (out, in) float32}}`` for every pruned matrix."""
+def ones_masks(params: dict, value: float = 1.0) -> dict:
+    """Masks ``{layer: {linear: (out, in) float32}}`` filled with ``value`` (1: keep all) for every
+    pruned matrix."""
     out: dict = {}
     for lk, n in matrix_keys(params):
-        out.setdefault(lk, {})[n] = np.ones(params[lk][n]["weight"].shape, np.float32)
+        out.setdefault(lk, {})[n] = np.full(params[lk][n]["weight"].shape, value, np.float32)
     return out
 
 

@@ -137,6 +137,9 @@ _FORMS = {
     "dynamic": ("INT8 dynamic (DynamicQuantizeLinear, per-tensor uint8)", " --int8"),
     "per-token": ("INT8 per-token (our scheme, int8 MatMulInteger)", " --per-token-int8"),
     "qdq": ("INT8 static QDQ (per-tensor, calibrated)", " --qdq"),
+    "sparseml": ("INT8 SparseML/DeepSparse form (static uint8 activations, per-channel weights, quantised attention)", " --sparseml"),
+    "sparseml-mean": ("INT8 SparseML/DeepSparse form, mean-of-batch-extremes calibration", " --sparseml --calibration mean"),
+    "sparseml-pt": ("INT8 SparseML/DeepSparse form, per-tensor weights (SparseML's default)", " --sparseml-per-tensor"),
 }
 
 

@@ -2,20 +2,18 @@
 INT8 simulation of the same weights (the oracle for the C encoder)."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from runtime.format import load_model
+from runtime.format import linear_shape, load_model
 from runtime.native import NativeModel
 from .configs.common import DataConfig
 from .data import encode, load_semeval
 from .evaluate import classification_metrics, predict_logits
-from .loop import save_json
-from .model import BertClassifier, BertConfig
+from .model import BertClassifier
 from .weights import load_tokenizer
 
 __all__ = ["params_from_runtime", "evaluate_runtime_model", "ulp_perturbed", "noise_floor"]
@@ -27,33 +25,31 @@ def params_from_runtime(data) -> tuple[BertClassifier, dict, dict]:
     Weights are q·s exactly, so re-quantising them in the simulation reproduces q and s."""
     from runtime.format import LINEAR_NAMES, unpack_linear
 
+    from .export import FLOAT_TENSORS, LAYER_NORMS, bert_config
+
     c, t = data.config, data.tensors
-    cfg = BertConfig(
-        vocab_size=c["vocab_size"], hidden_size=c["hidden_size"], num_layers=c["num_layers"], num_heads=c["num_heads"],
-        intermediate_size=c["intermediate_size"], max_position=c["max_position"], type_vocab_size=c["type_vocab_size"],
-        layer_norm_eps=c["layer_norm_eps"], num_labels=c["num_labels"],
-    )
-    p: dict = {
-        "word_embeddings": t["embeddings.word.values"].astype(np.float32) * t["embeddings.word.scale"][:, None],
-        "position_embeddings": t["embeddings.position"],
-        "token_type_embeddings": t["embeddings.token_type"],
-        "embeddings_ln": {"scale": t["embeddings.ln.gamma"], "bias": t["embeddings.ln.beta"]},
-        "pooler": {"weight": t["pooler.weight"], "bias": t["pooler.bias"]},
-        "classifier": {"weight": t["classifier.weight"], "bias": t["classifier.bias"]},
-    }
+    cfg = bert_config(c)
+    p: dict = {"word_embeddings": t["embeddings.word.values"].astype(np.float32) * t["embeddings.word.scale"][:, None]}
+    for name, path in FLOAT_TENSORS.items():
+        _set(p, path, t[name])
     masks: dict = {}
     for i in range(cfg.num_layers):
         lp: dict = {}
         for n in LINEAR_NAMES:
-            out = cfg.intermediate_size if n == "ffn_in" else cfg.hidden_size
-            inn = cfg.intermediate_size if n == "ffn_out" else cfg.hidden_size
+            out, inn = linear_shape(n, cfg.hidden_size, cfg.intermediate_size)
             q = unpack_linear(t[f"layer_{i}.{n}.values"], t[f"layer_{i}.{n}.col_idx"], t[f"layer_{i}.{n}.row_ptr"], (out, inn))
             lp[n] = {"weight": q.astype(np.float32) * t[f"layer_{i}.{n}.scale"][:, None], "bias": t[f"layer_{i}.{n}.bias"]}
             masks.setdefault(f"layer_{i}", {})[n] = (q != 0).astype(np.float32)
-        lp["attn_ln"] = {"scale": t[f"layer_{i}.attn_ln.gamma"], "bias": t[f"layer_{i}.attn_ln.beta"]}
-        lp["ffn_ln"] = {"scale": t[f"layer_{i}.ffn_ln.gamma"], "bias": t[f"layer_{i}.ffn_ln.beta"]}
+        for name, path in LAYER_NORMS.items():
+            _set(lp, path, t[f"layer_{i}.{name}"])
         p[f"layer_{i}"] = lp
     return BertClassifier(cfg, quantize=True, exact_int=True), p, masks
+
+
+def _set(tree: dict, path: tuple, value) -> None:
+    for k in path[:-1]:
+        tree = tree.setdefault(k, {})
+    tree[path[-1]] = value
 
 
 def ulp_perturbed(data, direction: int):

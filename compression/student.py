@@ -22,8 +22,9 @@ import optax
 from .configs.common import StudentConfig
 from .data import iter_batches
 from .evaluate import classification_metrics, predict_logits
-from .loop import LoopSpec, atomic_write, log, record_config, run_loop, save_json, setup_logging
+from .loop import wall_time_s, LoopSpec, atomic_write, log, record_config, run_loop, save_json, setup_logging
 from .model import BertClassifier
+from .student_file import load_packaged_student
 from .prune import apply_masks, cubic_sparsity, mask_sparsity, ones_masks, prune_step, pruning_steps
 from .teacher import load_teacher
 from .train import Prepared, class_weights, prepare
@@ -114,8 +115,6 @@ def load_student(run_dir: str | Path) -> tuple[BertClassifier, dict, dict]:
     (``models/students/<run>/model.safetensors``, written by ``compression.package``)."""
     run_dir = Path(run_dir)
     if (run_dir / "model.safetensors").is_file() and not (run_dir / "final.msgpack").is_file():
-        from .package import load_packaged_student
-
         return load_packaged_student(run_dir)
     path = run_dir / "final.msgpack"
     if not path.is_file():
@@ -212,7 +211,6 @@ def train_student(cfg: StudentConfig, run_dir: str | Path, *, resume: bool = Fal
         return st, loss
 
     eval_fn = jax.jit(lambda p, x, m: model.apply({"params": p}, x, m))
-    final_sparsity = targets[-1] if targets else 0.0
 
     def end_of_epoch(st, epoch):
         logits = predict_logits(model, st["params"], prep.ids["valid"], cfg.run.eval_batch_size, apply_fn=lambda pp, x, m, _: eval_fn(pp, x, m))
@@ -253,8 +251,7 @@ def evaluate_student(cfg: StudentConfig, run_dir: str | Path, prepared: Prepared
         logits = predict_logits(model, params, prep.ids[split], cfg.run.eval_batch_size)
         out[split] = classification_metrics(prep.labels[split], logits.argmax(-1))
     out["recovery"] = {s: out[s]["macro_recall"] / teacher_metrics[s]["macro_recall"] for s in ("valid", "test")}
-    logf = run_dir / "train.log"
-    out["wall_time_s"] = sum(float(l.rsplit("(", 1)[1].split()[0]) for l in logf.read_text().splitlines() if "s this run)" in l) if logf.is_file() else None
+    out["wall_time_s"] = wall_time_s(run_dir)
     save_json(run_dir / "metrics.json", out)
     return out
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import flax.serialization
@@ -15,12 +14,12 @@ from safetensors.numpy import load_file, save_file
 from runtime.format import TOKENIZER_FILES
 from runtime.text import NORMALIZATION_VERSION
 from .configs.common import TeacherConfig
-from .data import encode
+
 from .evaluate import classification_metrics, predict_logits
 from .model import LABELS, BertClassifier, BertConfig
-from .loop import save_json
+from .loop import save_json, wall_time_s
 from .train import build_model, prepare
-from .weights import base_model_dir, load_tokenizer
+from .weights import base_model_dir
 
 __all__ = ["TEACHER_FORMAT", "load_run_params", "evaluate_run", "pool_logits", "export_teacher", "load_teacher"]
 
@@ -92,18 +91,6 @@ def pool_logits(cfg: TeacherConfig, run_dir: str | Path) -> Path:
     return Path(run_dir) / "pool_logits.npz"
 
 
-def _wall_time_s(run_dir: Path) -> float | None:
-    """Training wall time from the log: sum of 'stopped ... (X s this run)' lines."""
-    total = 0.0
-    logf = run_dir / "train.log"
-    if not logf.is_file():
-        return None
-    for line in logf.read_text().splitlines():
-        if "s this run)" in line:
-            total += float(line.rsplit("(", 1)[1].split()[0])
-    return total or None
-
-
 def export_teacher(cfg: TeacherConfig, run_dir: str | Path, out_dir: str | Path) -> Path:
     """Write ``out_dir``: model.safetensors (fp16), tokenizer files, metrics.json, pool_logits.npz, README.md."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -129,7 +116,7 @@ def export_teacher(cfg: TeacherConfig, run_dir: str | Path, out_dir: str | Path)
     shutil.copy2(run_dir / "metrics.json", out_dir / "metrics.json")
     shutil.copy2(run_dir / "pool_logits.npz", out_dir / "pool_logits.npz")
     train_cfg = json.loads((run_dir / "config.json").read_text())
-    training = {**train_cfg, "best": json.loads((run_dir / "best.json").read_text()), "wall_time_s": _wall_time_s(run_dir)}
+    training = {**train_cfg, "best": json.loads((run_dir / "best.json").read_text()), "wall_time_s": wall_time_s(run_dir)}
     save_json(out_dir / "training.json", training)
     extra = run_dir / "card_notes.md"  # hand-written measurements (ablations) appended to the card
     (out_dir / "README.md").write_text(_model_card(training, json.loads((run_dir / "metrics.json").read_text()), (out_dir / "model.safetensors").stat().st_size, extra.read_text() if extra.is_file() else ""))

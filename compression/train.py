@@ -128,7 +128,7 @@ def weighted_ce(logits_bk: jax.Array, labels_b: jax.Array, row_w_b: jax.Array, c
 
 def train(
     cfg: TeacherConfig,
-    run_dir: str | os.PathLike,
+    run_dir: str | Path,
     *,
     resume: bool = False,
     max_steps: int | None = None,

@@ -7,8 +7,9 @@
  *   - Every function returns sp_status; sp_status_message() gives a static English message.
  *     The library never exits, never prints, and keeps no global mutable state.
  *   - Memory: sp_model_create() copies everything it needs from the caller's buffers into
- *     handle-owned memory; sp_model_free() releases it. sp_forward() allocates its own scratch
- *     per call, so one model may be used from several threads at once.
+ *     handle-owned memory; sp_model_free() releases it. sp_forward() runs in a workspace cached in
+ *     the handle (grown to the largest batch seen); a second thread calling at the same time gets a
+ *     workspace of its own for that call, so one model may be used from several threads at once.
  *   - Shapes are given as comments: // x: (T, C) means T rows of C values, row-major.
  *
  * Linear layers use the packed 4-block layout (SP_BLOCK = 4 consecutive inputs of one output row):

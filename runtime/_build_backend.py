@@ -24,10 +24,12 @@ __all__ = [
 
 class _Backend(_bm._BuildMetaBackend):
     def run_setup(self, setup_script="setup.py"):
+        """What setuptools would run from a setup.py: ``setup()``, here with the cffi modules."""
+        from setuptools import setup
+
         with open("pyproject.toml", "rb") as f:
             mods = tomllib.load(f)["tool"]["sparsepulse"]["cffi_modules"]
-        code = f"from setuptools import setup; setup(cffi_modules={mods!r})"
-        exec(compile(code, "<sparsepulse-setup>", "exec"), {"__name__": "__main__", "__file__": setup_script})
+        setup(cffi_modules=mods)
 
 
 _b = _Backend()

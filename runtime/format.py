@@ -61,6 +61,7 @@ __all__ = [
     "BLOCK",
     "TOKENIZER_FILES",
     "INV127",
+    "linear_shape",
     "quantize_symmetric",
     "pack_linear",
     "unpack_linear",
@@ -108,6 +109,14 @@ MAX_FILE_BYTES = 2 << 30
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 #: fl32(1/127): the quantisation scale is max|x| * INV127 (see the module docstring)
 INV127 = np.float32(1.0 / 127.0)
+
+
+def linear_shape(name: str, hidden: int, intermediate: int) -> tuple[int, int]:
+    """(out, in) of an encoder linear: ``ffn_in`` widens to the intermediate size, ``ffn_out``
+    narrows back, the four attention linears keep the hidden size. The one home of this rule."""
+    if name not in LINEAR_NAMES:
+        raise ValueError(f"unknown linear {name!r}")
+    return (intermediate if name == "ffn_in" else hidden, intermediate if name == "ffn_out" else hidden)
 
 
 def quantize_symmetric(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -178,8 +187,7 @@ class ModelData:
         c = self.config
         for i in range(c["num_layers"]):
             for n in LINEAR_NAMES:
-                out = self.tensors[f"layer_{i}.{n}.row_ptr"].shape[0] - 1
-                inn = c["intermediate_size"] if n == "ffn_out" else c["hidden_size"]
+                out, inn = linear_shape(n, c["hidden_size"], c["intermediate_size"])
                 total += out * inn
                 nnz += int(np.count_nonzero(self.tensors[f"layer_{i}.{n}.values"]))
         return 1.0 - nnz / max(total, 1)
@@ -204,7 +212,7 @@ def _expected_shapes(c: dict) -> dict[str, tuple[str, tuple]]:
             exp[f"layer_{i}.{ln}.gamma"] = ("float32", (C,))
             exp[f"layer_{i}.{ln}.beta"] = ("float32", (C,))
         for n in LINEAR_NAMES:
-            out = I if n == "ffn_in" else C
+            out, _ = linear_shape(n, C, I)
             p = f"layer_{i}.{n}"
             exp[p + ".row_ptr"] = ("int32", (out + 1,))
             exp[p + ".scale"] = ("float32", (out,))
@@ -290,7 +298,7 @@ def _validate_tensors(meta: dict, tensors: dict[str, np.ndarray], where: str) ->
     for i in range(c["num_layers"]):
         for n in LINEAR_NAMES:
             p = f"layer_{i}.{n}"
-            inn = c["intermediate_size"] if n == "ffn_out" else c["hidden_size"]
+            _, inn = linear_shape(n, c["hidden_size"], c["intermediate_size"])
             rp, ci, vals = tensors[p + ".row_ptr"], tensors[p + ".col_idx"], tensors[p + ".values"]
             nnz = int(rp[-1])
             if rp[0] != 0 or (np.diff(rp.astype(np.int64)) < 0).any():

@@ -1,13 +1,12 @@
 """Typed layer over the cffi binding ``runtime._native`` (which exposes only ``ffi, lib``)."""
 from __future__ import annotations
 
-import threading
 from typing import Sequence
 
 import numpy as np
 
 from .errors import NativeError, SparsePulseError
-from .format import LINEAR_NAMES, ModelData
+from .format import LINEAR_NAMES, ModelData, linear_shape
 
 __all__ = ["KERNELS", "NativeModel", "cpu_has_avx2", "linear_forward", "quantize_rows"]
 
@@ -71,8 +70,9 @@ def _linear_struct(t: dict[str, np.ndarray], prefix: str, out: int, inn: int, ke
 class NativeModel:
     """A C model handle built from validated :class:`ModelData`; freed with the object.
 
-    ``forward`` may be called from several threads at once (the C side keeps no shared
-    mutable state; each call allocates its own scratch) and releases the GIL.
+    ``forward`` may be called from several threads at once and releases the GIL: the first caller
+    uses the workspace cached in the C handle (kept between calls), concurrent callers allocate their
+    own for the call.
     """
 
     def __init__(self, data: ModelData, kernel: str = "auto"):
@@ -87,8 +87,7 @@ class NativeModel:
         C, I = c["hidden_size"], c["intermediate_size"]
         for i in range(c["num_layers"]):
             for n in LINEAR_NAMES:
-                out = I if n == "ffn_in" else C
-                inn = I if n == "ffn_out" else C
+                out, inn = linear_shape(n, C, I)
                 setattr(layers[i], n, _linear_struct(t, f"layer_{i}.{n}", out, inn, keep)[0])
             layers[i].attn_ln_gamma = _ptr("const float *", t[f"layer_{i}.attn_ln.gamma"], keep)
             layers[i].attn_ln_beta = _ptr("const float *", t[f"layer_{i}.attn_ln.beta"], keep)
@@ -113,7 +112,6 @@ class NativeModel:
         self.num_labels = c["num_labels"]
         self.max_position = c["max_position"]
         self.kernel = kernel
-        self._lock = threading.Lock()
 
     @property
     def bytes(self) -> int:

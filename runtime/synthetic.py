@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .format import BLOCK, LINEAR_NAMES, pack_linear, quantize_symmetric
+from .format import BLOCK, LINEAR_NAMES, linear_shape, pack_linear, quantize_symmetric
 
 __all__ = ["MINILM_CONFIG", "TINY_CONFIG", "random_tensors"]
 
@@ -43,8 +43,7 @@ def random_tensors(config: dict, sparsity: float = 0.8, seed: int = 0, std: floa
     }
     for i in range(c["num_layers"]):
         for n in LINEAR_NAMES:
-            out = I if n == "ffn_in" else C
-            inn = I if n == "ffn_out" else C
+            out, inn = linear_shape(n, C, I)
             w = rng.normal(0, 1.0 / np.sqrt(inn), (out, inn)).astype(f32)
             norms = np.abs(w.reshape(out, inn // BLOCK, BLOCK)).sum(-1)
             k = int(round(sparsity * norms.size))

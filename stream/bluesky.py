@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import logging
 import threading
-import time
 import urllib.parse
 from typing import Iterator
 

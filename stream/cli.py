@@ -7,7 +7,6 @@ import math
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 
 __all__ = ["main", "DEFAULT_DB", "default_model_dir"]

@@ -22,9 +22,22 @@ from typing import Any, Iterator
 from .post import Post, Skip
 from .validate import make_post
 
-__all__ = ["FORMATS", "UnknownFormat", "detect_format", "parse_json_line", "CsvParser", "parse_semeval_line", "CSV_ALIASES", "NOT_TWEETS"]
+__all__ = ["FORMATS", "UnknownFormat", "detect_format", "parse_json_line", "CsvParser", "parse_semeval_line", "CSV_ALIASES", "NOT_TWEETS", "SEMEVAL_TEST_FILE", "semeval_test_file"]
 
 FORMATS = ("twarc2", "twarc2-flat", "v2", "v1", "csv", "semeval")
+#: the SemEval-2017 4A test file under the data root (the demo replay, the benchmarks' tweets);
+#: compression/data.py reads the same file for training-side evaluation (a test keeps the two equal)
+SEMEVAL_TEST_FILE = "semeval2017-task4a/test/SemEval2017-task4-test.subtask-A.english.txt"
+
+
+def semeval_test_file(data_root: str | None = None):
+    """The SemEval-2017 test file: under ``data_root``, else ``$SPARSEPULSE_DATA``, else ../shared/data
+    beside the repository. The path is returned whether or not the file exists."""
+    import os
+    from pathlib import Path
+
+    root = data_root or os.environ.get("SPARSEPULSE_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(root) / SEMEVAL_TEST_FILE
 _SEMEVAL_LABELS = {"positive", "negative", "neutral"}
 
 #: recognised CSV headers (lower-cased) for each Post field

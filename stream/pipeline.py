@@ -186,7 +186,7 @@ class Pipeline:
         st = self.stats
         producer = None
         try:
-            start_after, _ = self.store.offset(self.source.key)
+            start_after = self.store.offset(self.source.key)
             producer = threading.Thread(target=self._produce, args=(start_after,), name="source", daemon=True)
             producer.start()
             self._consume(start_after)

@@ -13,14 +13,14 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 from .post import Post
 from .tracker import Topic
 
 __all__ = ["Store", "SCHEMA_VERSION", "StoreError"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: a rejected record is kept as JSON cut to this many characters
 REJECT_RECORD_CHARS = 4096
 
@@ -84,6 +84,9 @@ _MIGRATIONS: dict[int, str] = {
     3: """
     ALTER TABLE posts ADD COLUMN quoted_text TEXT;
     ALTER TABLE posts ADD COLUMN is_retweet INTEGER NOT NULL DEFAULT 0;
+    """,
+    4: """
+    ALTER TABLE offsets DROP COLUMN cursor;
     """,
 }
 
@@ -201,7 +204,6 @@ class Store:
         *,
         source_key: str | None = None,
         offset: int | None = None,
-        cursor: str | None = None,
         skips: dict[str, int] | None = None,
         rejects: Sequence[Reject] = (),
     ) -> int:
@@ -226,7 +228,7 @@ class Store:
                 [(t, p.id, p.created_ms) for p, ts in zip(posts, topics) for t in ts],
             )
             if source_key is not None and offset is not None:
-                self._set_offset(c, source_key, offset, cursor, now)
+                self._set_offset(c, source_key, offset, now)
             if source_key is not None and skips:
                 self._add_skips(c, source_key, skips)
             if source_key is not None and rejects:
@@ -241,11 +243,11 @@ class Store:
         )
 
     @staticmethod
-    def _set_offset(c, key: str, offset: int, cursor: str | None, now: int) -> None:
+    def _set_offset(c, key: str, offset: int, now: int) -> None:
         c.execute(
-            "INSERT INTO offsets(source_key, offset, cursor, updated_ms) VALUES (?,?,?,?) "
-            "ON CONFLICT(source_key) DO UPDATE SET offset=excluded.offset, cursor=excluded.cursor, updated_ms=excluded.updated_ms",
-            (key, int(offset), cursor, now),
+            "INSERT INTO offsets(source_key, offset, updated_ms) VALUES (?,?,?) "
+            "ON CONFLICT(source_key) DO UPDATE SET offset=excluded.offset, updated_ms=excluded.updated_ms",
+            (key, int(offset), now),
         )
 
     @staticmethod
@@ -255,12 +257,12 @@ class Store:
             [(key, r, int(n)) for r, n in skips.items() if n],
         )
 
-    def commit_offset(self, source_key: str, offset: int, cursor: str | None = None, skips: dict[str, int] | None = None, rejects: Sequence[Reject] = ()) -> None:
+    def commit_offset(self, source_key: str, offset: int, skips: dict[str, int] | None = None, rejects: Sequence[Reject] = ()) -> None:
         """Advance a source's offset without posts (a stretch of unmatched or skipped items, or a
         batch whose failing posts were quarantined in ``rejects``)."""
         now = _now_ms()
         with self.transaction() as c:
-            self._set_offset(c, source_key, offset, cursor, now)
+            self._set_offset(c, source_key, offset, now)
             if skips:
                 self._add_skips(c, source_key, skips)
             if rejects:
@@ -296,9 +298,10 @@ class Store:
         return hash(tuple(row))
 
     # ------------------------------------------------------------------ reads
-    def offset(self, source_key: str) -> tuple[int, str | None]:
-        row = self.con.execute("SELECT offset, cursor FROM offsets WHERE source_key=?", (source_key,)).fetchone()
-        return (int(row[0]), row[1]) if row else (0, None)
+    def offset(self, source_key: str) -> int:
+        """How far the source got: the offset of its last committed item (0 before the first)."""
+        row = self.con.execute("SELECT offset FROM offsets WHERE source_key=?", (source_key,)).fetchone()
+        return int(row[0]) if row else 0
 
     def skip_counts(self, source_key: str | None = None) -> dict[str, int]:
         q = "SELECT reason, SUM(count) FROM skips" + (" WHERE source_key=?" if source_key else "") + " GROUP BY reason"

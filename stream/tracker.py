@@ -12,8 +12,8 @@ any time (``Tracker.set_topics``); matching uses an immutable snapshot, so it is
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
-import shlex
 import threading
 import unicodedata
 from typing import Iterable, Sequence
@@ -118,8 +118,15 @@ class Topic:
                 raise TopicError(f"term too long: {t[:20]}...")
         if all(_norm(t.strip('"')).strip() in STOP_WORDS for t in self.terms):
             raise TopicError(f"topic {self.name!r}: its terms ({', '.join(self.terms)}) are all stop words and would match almost every post; add a specific term")
-        object.__setattr__(self, "_include", re.compile("|".join(_term_regex(t) for t in self.terms)))
-        object.__setattr__(self, "_exclude", re.compile("|".join(_term_regex(t) for t in self.exclusions)) if self.exclusions else None)
+        self._include, self._exclude  # compile now: a bad term fails at creation, not at the first match
+
+    @functools.cached_property
+    def _include(self) -> re.Pattern:
+        return re.compile("|".join(_term_regex(t) for t in self.terms))
+
+    @functools.cached_property
+    def _exclude(self) -> re.Pattern | None:
+        return re.compile("|".join(_term_regex(t) for t in self.exclusions)) if self.exclusions else None
 
     @classmethod
     def parse(cls, name: str, spec: str | Sequence[str], exclusions: str | Sequence[str] = ()) -> "Topic":
@@ -130,9 +137,9 @@ class Topic:
         return cls(name.strip(), tuple(terms), tuple(e for e in excl if e))
 
     def matches(self, normalized_text: str) -> bool:
-        if not self._include.search(normalized_text):  # type: ignore[attr-defined]
+        if not self._include.search(normalized_text):
             return False
-        return not (self._exclude is not None and self._exclude.search(normalized_text))  # type: ignore[attr-defined]
+        return not (self._exclude is not None and self._exclude.search(normalized_text))
 
     def spec(self) -> str:
         return ", ".join([*self.terms, *("-" + e for e in self.exclusions)])

@@ -84,14 +84,26 @@ def test_topic_edits_persist(env):
     assert "banana" not in {x.name for x in Store(env / "db.sqlite").topics()}
 
 
-def test_export_contains_what_the_view_shows(env):
-    store = _fill(env / "db.sqlite")
-    at = _run()
-    dl = [d for d in at.get("download_button")]
-    assert dl, "no download buttons"
-    # the exported posts are the posts of the shown topics in the shown window
-    shown = store.posts(["apple", "banana"], order="recent", limit=100_000)
-    import app_ui
+def test_export_contains_what_the_view_shows(env, monkeypatch):
+    """The bytes the Posts (CSV) button serves, read back from Streamlit's media storage: every post of
+    the shown topics in the shown window, formulas neutralised."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
-    exported = app_ui._posts_table(shown)
-    assert len(exported) == 60 and set(exported["text"]) == {p["text"] for p in shown}
+    served = {}
+    real = MemoryMediaFileStorage.load_and_get_id
+
+    def capture(self, path_or_data, mimetype, kind, filename=None):
+        fid = real(self, path_or_data, mimetype, kind, filename)
+        served[filename] = path_or_data
+        return fid
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", capture)
+    store = _fill(env / "db.sqlite")
+    store.write_batch([Post("x:formula", dt.datetime(2016, 11, 21, tzinfo=dt.timezone.utc), '=HYPERLINK("http://evil","apple")')], [1], [[0.1, 0.8, 0.1]], [["apple"]], "test-model")
+    _run()
+    assert "sparsepulse_posts.csv" in served, sorted(served)
+    exported = pd.read_csv(io.BytesIO(served["sparsepulse_posts.csv"]))
+    shown = store.posts(["apple", "banana"], order="recent", limit=100_000)
+    assert len(exported) == len(shown) == 61
+    assert set(exported["id"]) == {p["id"] for p in shown}
+    assert set(exported["text"]) == {("'" + p["text"]) if p["text"].startswith("=") else p["text"] for p in shown}

@@ -66,3 +66,12 @@ def test_real_semeval_report():
     assert d.report["pool"]["kept"] == len(d.train) + len(d.valid) == 49570
     assert len(d.test) == 12284
     assert not {e.id for e in d.test} & {e.id for e in d.train + d.valid}
+
+
+def test_one_semeval_test_path_on_both_sides():
+    """The training side (compression.data) and the online side (stream.formats: demo replay,
+    benchmarks) read the same SemEval-2017 test file."""
+    from compression.data import DATASET_DIR, TEST_FILE
+    from stream.formats import SEMEVAL_TEST_FILE
+
+    assert SEMEVAL_TEST_FILE == f"{DATASET_DIR}/{TEST_FILE}"

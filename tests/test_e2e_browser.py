@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from stream.formats import semeval_test_file
+
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
@@ -40,7 +42,7 @@ def server(tmp_path, synthetic_model_dir):
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get install chromium)")
     data = tmp_path / "data"
-    _fixture_tweets(data / "semeval2017-task4a" / "test" / "SemEval2017-task4-test.subtask-A.english.txt")
+    _fixture_tweets(semeval_test_file(str(data)))
     models = tmp_path / "models"
     shutil.copytree(synthetic_model_dir, models / "synthetic-int8")
     port = _free_port()
@@ -50,11 +52,15 @@ def server(tmp_path, synthetic_model_dir):
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     deadline = time.time() + 60
-    while time.time() < deadline:
+    while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             break
         except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                out = proc.stdout.read().decode("utf-8", "replace") if proc.poll() is not None else "(still running)"
+                proc.kill()
+                pytest.fail(f"the dashboard server did not start within 60 s (exit {proc.poll()}): {out[-2000:]}")
             time.sleep(0.3)
     yield f"http://127.0.0.1:{port}", tmp_path
     proc.terminate()

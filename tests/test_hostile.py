@@ -263,7 +263,7 @@ def test_a_poison_record_costs_exactly_that_record(tmp_path, position):
     [rej] = store.rejects()
     assert rej["item_offset"] == position + 1 and rej["post_id"] == f"x:{1000 + position}" and rej["reason"].startswith("ValueError")
     assert json.loads(rej["record"])["text"] == f"apple POISON {position}"
-    assert store.offset(ReplaySource(p).key)[0] == 64
+    assert store.offset(ReplaySource(p).key) == 64
     st2 = _run(p, store, PoisonScorer(), batch_size=16)  # a restart: nothing new, nothing twice
     assert st2.items == 0 and store.count_posts() == 63 and len(store.rejects()) == 1
 
@@ -300,7 +300,7 @@ def test_a_database_failure_stops_the_run_without_losing_records(tmp_path):
     store = LockedStore(tmp_path / "db.sqlite")
     st = _run(p, store)
     assert st.error and "locked" in st.error and st.finished and st.rejected == 0
-    assert store.offset(ReplaySource(p).key)[0] == 0 and not store.rejects()
+    assert store.offset(ReplaySource(p).key) == 0 and not store.rejects()
 
 
 # ------------------------------------------------------------------ 7. lifecycle

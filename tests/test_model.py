@@ -3,7 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from compression.model import LINEAR_NAMES, BertClassifier, masks_like
+from compression.model import LINEAR_NAMES, BertClassifier
+from compression.prune import ones_masks
 from compression.weights import load_base_config, load_base_params, load_tokenizer
 
 #: Flax port vs transformers' PyTorch BertModel on the same weights (issue requirement).
@@ -53,8 +54,8 @@ def test_masks_hook_zeroes_weights(base):
     cfg, model, params = base
     x = jnp.array([[101, 7592, 2088, 102]])
     m = jnp.ones_like(x)
-    ones = masks_like(params)
-    zeros = masks_like(params, 0.0)
+    ones = ones_masks(params)
+    zeros = ones_masks(params, 0.0)
     assert set(ones["layer_0"]) == set(LINEAR_NAMES)
     l_none = model.apply({"params": params}, x, m)
     l_ones = model.apply({"params": params}, x, m, masks=ones)

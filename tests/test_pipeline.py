@@ -158,4 +158,28 @@ def test_kill_9_and_restart_store_every_post_once(tmp_path, synthetic_model_dir)
     assert len(ids) == len(set(ids)) == n - bad
     assert store.con.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == n - bad
     assert store.skip_counts() == {"malformed_json": bad}  # skips counted once despite the kills
-    assert store.offset(ReplaySource(f).key)[0] == n
+    assert store.offset(ReplaySource(f).key) == n
+
+
+def test_a_version_1_store_migrates_in_place(tmp_path):
+    """A store written by an earlier release (schema 1) opens: posts, offsets and skips kept, the new
+    columns and the rejects table added, the never-written offsets.cursor column dropped."""
+    import sqlite3
+
+    from stream.store import _MIGRATIONS
+
+    db = tmp_path / "old.sqlite"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        con.executescript(_MIGRATIONS[1])
+        con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        con.execute("INSERT INTO posts VALUES ('x:1', 'x', 1600000000000, 'apple old', NULL, 'en', 1600000000000)")
+        con.execute("INSERT INTO offsets VALUES ('file:a', 7, NULL, 1600000000000)")
+        con.execute("INSERT INTO skips VALUES ('file:a', 'bad_time', 2)")
+    s = Store(db)
+    assert s.schema_version() == SCHEMA_VERSION
+    assert s.count_posts() == 1 and s.offset("file:a") == 7 and s.skip_counts() == {"bad_time": 2}
+    cols = {r[1] for r in s.con.execute("PRAGMA table_info(posts)")}
+    assert {"claimed_ms", "quoted_text", "is_retweet"} <= cols
+    assert "cursor" not in {r[1] for r in s.con.execute("PRAGMA table_info(offsets)")}
+    assert s.rejects() == []

@@ -23,6 +23,20 @@ def tiny_teacher(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def tiny_pruned(tiny_teacher, tmp_path_factory):
+    """The tiny OBS-pruned student, trained once for the whole module: 2 steps, then resumed to the
+    end (the first pruning event's state is kept for the test that checks it) and evaluated."""
+    cfg = _tiny_student("obert_6l_80_4b", tiny_teacher)
+    prep = prepare(cfg)
+    run = tmp_path_factory.mktemp("tiny_pruned")
+    first = train_student(cfg, run, max_steps=2, prepared=prep, progress=False)
+    first = {"sparsity": mask_sparsity(first["masks"]), "zeros_kept": all((np.asarray(first["params"][lk][n]["weight"])[np.asarray(m) == 0] == 0).all() for lk, lm in first["masks"].items() for n, m in lm.items())}
+    full = train_student(cfg, run, resume=True, prepared=prep, progress=False)
+    metrics = evaluate_student(cfg, run, prepared=prep)
+    return {"cfg": cfg, "prep": prep, "dir": run, "first": first, "full": full, "metrics": metrics}
+
+
 def _tiny_student(name, teacher_dir, **prune):
     cfg = load_config(name, tiny=True)
     return dataclasses.replace(cfg, kd=dataclasses.replace(cfg.kd, teacher_dir=str(teacher_dir)), prune=dataclasses.replace(cfg.prune, **prune))
@@ -58,19 +72,15 @@ def test_lr_rewinds_after_each_pruning_step():
     assert float(sched(100)) == pytest.approx(0.0, abs=1e-9)
 
 
-def test_tiny_obs_run_prunes_keeps_masks_and_resumes(tiny_teacher, tmp_path):
-    cfg = _tiny_student("obert_6l_80_4b", tiny_teacher)
-    prep = prepare(cfg)
-    s = train_student(cfg, tmp_path / "a", max_steps=2, prepared=prep, progress=False)
-    assert mask_sparsity(s["masks"]) == pytest.approx(0.3, abs=0.01)  # first event: initial sparsity
-    for lk, lm in s["masks"].items():
-        for n, m in lm.items():
-            assert (np.asarray(s["params"][lk][n]["weight"])[np.asarray(m) == 0] == 0).all()
-    full = train_student(cfg, tmp_path / "a", resume=True, prepared=prep, progress=False)
+def test_tiny_obs_run_prunes_keeps_masks_and_resumes(tiny_pruned, tmp_path):
+    cfg, prep = tiny_pruned["cfg"], tiny_pruned["prep"]
+    assert tiny_pruned["first"]["sparsity"] == pytest.approx(0.3, abs=0.01)  # first event: initial sparsity
+    assert tiny_pruned["first"]["zeros_kept"]
+    full = tiny_pruned["full"]
     assert full["step"] == full["total_steps"] and full["prune_events"] == 2
-    model, params, masks = load_student(tmp_path / "a")
+    model, params, masks = load_student(tiny_pruned["dir"])
     assert mask_sparsity(masks) == pytest.approx(0.8, abs=0.01)
-    m = evaluate_student(cfg, tmp_path / "a", prepared=prep)
+    m = tiny_pruned["metrics"]
     assert m["sparsity"] == pytest.approx(0.8, abs=0.01) and "macro_recall" in m["test"] and "test" in m["recovery"]
     # resume equivalence across a pruning event: 6 steps straight == 3 + resume 3
     straight = train_student(cfg, tmp_path / "b", max_steps=6, prepared=prep, progress=False)
@@ -100,13 +110,11 @@ def test_layer_drop_only_accepts_a_candidate(tiny_teacher, tmp_path):
 
 
 @pytest.mark.parametrize("follow_up", ["qat_6l_80_4b", "recover_6l_80_4b"])
-def test_tiny_follow_up_keeps_masks(tiny_teacher, tmp_path, follow_up):
+def test_tiny_follow_up_keeps_masks(tiny_pruned, tmp_path, follow_up):
     """QAT and the longer recovery train a pruned student further: no weight it pruned comes back."""
-    cfg = _tiny_student("obert_6l_80_4b", tiny_teacher)
-    prep = prepare(cfg)
-    train_student(cfg, tmp_path / "pruned", prepared=prep, progress=False)
-    _, params0, masks0 = load_student(tmp_path / "pruned")
-    fcfg = dataclasses.replace(load_config(follow_up, tiny=True), init=str(tmp_path / "pruned"), kd=cfg.kd)
+    cfg, prep = tiny_pruned["cfg"], tiny_pruned["prep"]
+    _, params0, masks0 = load_student(tiny_pruned["dir"])
+    fcfg = dataclasses.replace(load_config(follow_up, tiny=True), init=str(tiny_pruned["dir"]), kd=cfg.kd)
     assert fcfg.prune.method == "none"
     train_student(fcfg, tmp_path / "follow_up", prepared=prep, progress=False)
     model, params, masks = load_student(tmp_path / "follow_up")
@@ -118,16 +126,17 @@ def test_tiny_follow_up_keeps_masks(tiny_teacher, tmp_path, follow_up):
     assert mask_sparsity(masks) == pytest.approx(0.8, abs=0.01)
 
 
-def test_package_round_trip_and_card(tiny_teacher, tmp_path):
+def test_package_round_trip_and_card(tiny_teacher, tiny_pruned, tmp_path):
     """Float + QAT student -> fp16 student (masks bit-packed) + INT8 runtime model evaluated in C."""
-    from compression.package import load_packaged_student, package_int8, save_student
+    from compression.package import package_int8, save_student
+    from compression.student_file import load_packaged_student
     from runtime.format import load_model
     from runtime.scorer import Scorer
 
-    cfg = _tiny_student("obert_6l_80_4b", tiny_teacher)
-    prep = prepare(cfg)
-    train_student(cfg, tmp_path / "float", prepared=prep, progress=False)
-    evaluate_student(cfg, tmp_path / "float", prepared=prep)
+    import shutil
+
+    cfg, prep = tiny_pruned["cfg"], tiny_pruned["prep"]
+    shutil.copytree(tiny_pruned["dir"], tmp_path / "float")  # the run's name becomes the packaged student's
     qcfg = dataclasses.replace(load_config("qat_6l_80_4b", tiny=True), init=str(tmp_path / "float"), kd=cfg.kd)
     train_student(qcfg, tmp_path / "qat", prepared=prep, progress=False)
     qm = evaluate_student(qcfg, tmp_path / "qat", prepared=prep)

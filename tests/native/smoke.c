@@ -62,10 +62,12 @@ int main(void) {
     int32_t ids[] = {1, 5, 7, 2, 49, 0, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 9};
     int32_t lens[] = {1, 4, 18};
     float probs[3][3 * K]; /* scalar, AVX2, AVX-512 VNNI */
+    int ran[3] = {0, 0, 0};
     for (int kern = 1; kern <= 3; kern++) {
         sp_model *m = NULL;
         sp_status st = sp_model_create(&cfg, &w, (sp_kernel)kern, &m);
-        if (st == SP_ERR_UNSUPPORTED) { memcpy(probs[kern - 1], probs[0], sizeof probs[0]); continue; }
+        if (st == SP_ERR_UNSUPPORTED) { fprintf(stderr, "kernel %d: not on this CPU, not compared\n", kern); continue; }
+        ran[kern - 1] = 1;
         if (st != SP_OK) { fprintf(stderr, "create: %s\n", sp_status_message(st)); return 1; }
         double tm[5] = {0}; /* ABI 2: linear, attention, row-wise, other, total */
         if ((st = sp_forward(m, ids, lens, 3, 2, probs[kern - 1], tm)) != SP_OK) { fprintf(stderr, "forward: %s\n", sp_status_message(st)); return 1; }
@@ -76,8 +78,12 @@ int main(void) {
         if (sp_forward(m, ids, long_len, 1, 1, probs[kern - 1], NULL) != SP_ERR_LENGTH) return 3;
         sp_model_free(m);
     }
-    for (int i = 0; i < 3 * K; i++)
-        if (!(probs[0][i] == probs[1][i]) || !(probs[0][i] == probs[2][i]) || !(probs[0][i] >= 0.0f && probs[0][i] <= 1.0f)) { fprintf(stderr, "mismatch at %d\n", i); return 4; }
+    if (!ran[0]) return 6; /* the scalar reference always exists */
+    for (int i = 0; i < 3 * K; i++) {
+        if (!(probs[0][i] >= 0.0f && probs[0][i] <= 1.0f)) { fprintf(stderr, "probability out of range at %d\n", i); return 4; }
+        for (int k = 1; k < 3; k++) /* only the kernels that ran: nothing is copied in for a missing one */
+            if (ran[k] && !(probs[0][i] == probs[k][i])) { fprintf(stderr, "kernel %d differs from scalar at %d\n", k + 1, i); return 4; }
+    }
     /* a corrupt block index must be refused, not read */
     layers[0].query.col_idx = bufs[0][0].col;
     bufs[0][0].col[0] = 60000;
