@@ -2,13 +2,11 @@
 import streamlit as st
 
 import app_ui
-from stream.store import Store
 from stream.worker import Worker
 
 st.set_page_config(page_title="SparsePulse", layout="wide")
-store = Store(app_ui.db_path())
+store = app_ui.ro_store(str(app_ui.db_path()))
 worker = Worker(app_ui.db_path())
-app_ui.ensure_defaults(store)
 view = app_ui.sidebar(store, worker)
 
 if "autostarted" not in st.session_state:  # first visit: replay the default file if there is one
@@ -16,7 +14,7 @@ if "autostarted" not in st.session_state:  # first visit: replay the default fil
     default = app_ui.default_replay_file()
     models = app_ui.list_models()
     if default and models and not worker.running and store.count_posts() == 0:
-        worker.start(["replay", str(default), "--speed", "1440"], model=str(models[0]))
+        worker.start(["replay", str(default), "--speed", "1440", "--max-idle", str(app_ui.DEMO_MAX_IDLE_S)], model=str(models[0]))
 
 if store.count_posts() == 0 and not worker.running and app_ui.default_replay_file() is None:
     app_ui.onboarding()

@@ -1,44 +1,50 @@
-"""UI helpers of the SparsePulse dashboard (``app.py`` stays thin). Reads the store, edits topics,
-controls the pipeline worker process; never scores inside a rerun."""
+"""UI of the SparsePulse dashboard (``app.py`` stays thin). Reads the store through one cached read-only
+handle, edits topics through a separate writable one, controls the pipeline worker process; never
+scores inside a rerun. Data shaping (gaps, headline windows, alerts) lives in ``stream.alerts``."""
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import os
+import time
 from pathlib import Path
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
 from runtime.format import LABELS
-from stream.alerts import detect_shifts, rolling_mean, series_by_topic
+from stream.alerts import Z95, bucket_grid, detect_shifts, fill_gaps, headline, rolling_mean
 from stream.formats import semeval_test_file
 from stream.store import Store
-from stream.validate import EARLIEST, FUTURE_SLACK
 from stream.tracker import DEFAULT_TOPICS, Topic, TopicError
+from stream.validate import EARLIEST, FUTURE_SLACK
 from stream.worker import Worker
 
 __all__ = [
     "db_path",
     "default_replay_file",
     "list_models",
-    "ensure_defaults",
+    "rw_store",
+    "ro_store",
     "sidebar",
     "onboarding",
     "dashboard",
     "csv_bytes",
+    "DEMO_MAX_IDLE_S",
 ]
 
 REPO = Path(__file__).resolve().parent
+BUCKETS = {"15 min": 900_000, "1 hour": 3_600_000, "6 hours": 21_600_000, "1 day": 86_400_000}
+COLORS = {"negative": "#d62728", "neutral": "#9e9e9e", "positive": "#2ca02c"}
+VIEWS = ("Overview", "Per topic", "Posts", "Alerts", "Export")
+RANGES = {"All data": None, "Last day": 86_400_000, "Last 3 days": 3 * 86_400_000, "Custom": -1}
+#: the demo replay waits at most this long for the next post (the SemEval file has a 9-day gap)
+DEMO_MAX_IDLE_S = 5.0
+
+
 def db_path() -> Path:
     """The store the dashboard reads: $SPARSEPULSE_DB or data/sparsepulse.db."""
     return Path(os.environ.get("SPARSEPULSE_DB", REPO / "data" / "sparsepulse.db"))
-
-BUCKETS = {"15 min": 900_000, "1 hour": 3_600_000, "6 hours": 21_600_000, "1 day": 86_400_000}
-COLORS = {"negative": "#d62728", "neutral": "#9e9e9e", "positive": "#2ca02c"}
-CHART_WIDTH = 330  # per-topic charts sit two per row
 
 
 def default_replay_file() -> Path | None:
@@ -62,11 +68,22 @@ def list_models() -> list[Path]:
     return sorted(found, key=lambda d: (model_test_recall(d) is None, -(model_test_recall(d) or 0.0), d.name))
 
 
-def ensure_defaults(store: Store) -> None:
-    """First start: default topics (only when the store has none)."""
+@st.cache_resource
+def rw_store(path: str) -> Store:
+    """The writable handle: creates / migrates the database, default topics on first start; then
+    used only for topic edits."""
+    store = Store(path)
     if not store.topics():
         for name, spec in DEFAULT_TOPICS.items():
             store.save_topic(Topic.parse(name, spec))
+    return store
+
+
+@st.cache_resource
+def ro_store(path: str) -> Store:
+    """The read-only handle every rerun reads through (one per server, a connection per thread)."""
+    rw_store(path)  # the file exists and is migrated
+    return Store(path, readonly=True)
 
 
 def _model_label(d: Path) -> str:
@@ -74,63 +91,95 @@ def _model_label(d: Path) -> str:
     return d.name if r is None else f"{d.name} (2017 test macro recall {100 * r:.1f})"
 
 
-def _fmt_bytes(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
+def _fmt_ms(ms: int | None) -> str:
+    return "-" if ms is None else dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 # ---------------------------------------------------------------------------------- sidebar
 def sidebar(store: Store, worker: Worker) -> dict:
-    """Source, replay control, topics editor, model, view settings. Returns the view settings."""
+    """Source, model, controls (live), topics editor, view settings. Returns the view settings."""
     sb = st.sidebar
     sb.header("Source")
     models = list_models()
-    model = sb.selectbox("Model", models, format_func=_model_label, key="model") if models else None
+    status = worker.status() or {}
+    running_model = status.get("model_path") if worker.running else None
+    index = next((i for i, m in enumerate(models) if running_model and Path(running_model).resolve() == m.resolve()), 0)
+    model = sb.selectbox("Model", models, index=index, format_func=_model_label, key="model", help="Switching while the pipeline runs keeps the replay clock: posts from then on are scored by the new model (the charts mark the switch).") if models else None
+    if model is not None and worker.running and running_model and Path(running_model).resolve() != model.resolve():
+        worker.switch_model(model)  # no restart: the worker swaps models between batches
+        sb.caption(f"Switching to {model.name} …")
     kinds = ["Recorded file (path)", "Upload a file", "Bluesky (live)", "X (live)"]
     kind = sb.radio("Source", kinds, key="source_kind")
     speed = sb.select_slider("Replay speed (x real time)", options=[0, 60, 360, 1440, 4320, 10080], value=1440, key="speed", help="0 = as fast as possible; 1440 = a day per minute")
+    max_idle = sb.number_input("Longest wait for the next post (s)", 0.0, 3600.0, DEMO_MAX_IDLE_S, 1.0, key="max_idle", help="A recording with a gap of days is not replayed as minutes of silence: longer waits are skipped and marked on the charts. 0 = never skip.")
     args: list[str] | None = None
     worker_env: dict[str, str] = {}
+    replay = ["--speed", str(speed), "--max-idle", str(max_idle)]
     if kind == kinds[0]:
         default = default_replay_file()
         path = sb.text_input("File path", value=str(default) if default else "", key="path")
         if path:
-            args = ["replay", path, "--speed", str(speed)]
+            args = ["replay", path, *replay]
     elif kind == kinds[1]:
         up = sb.file_uploader("twarc2 / v2 / v1.1 JSONL, CSV, SemEval TSV (.gz ok)", key="upload")
         if up is not None:
             dest = db_path().parent / "uploads" / Path(up.name).name
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(up.getvalue())
-            args = ["replay", str(dest), "--speed", str(speed)]
+            args = ["replay", str(dest), *replay]
     elif kind == kinds[2]:
         args = ["bluesky"]
     else:
-        token = sb.text_input("X bearer token", type="password", key="x_token", help="kept in memory only; never shown, logged or stored") or _secret_token()
+        token = sb.text_input("X bearer token", type="password", key="x_token", help="kept in this browser session only; passed to the worker process alone, never shown, logged or stored") or _secret_token()
         if token:
             worker_env = {"X_BEARER_TOKEN": token}  # the worker process's environment only
             args = ["x"]
-    status = worker.status() or {}
-    running = worker.running
-    c1, c2, c3 = sb.columns(3)
-    if c1.button("Start" if not running else "Restart", disabled=args is None or model is None, key="start"):
-        worker.start(args, model=str(model) if model else None, env=worker_env)
-        running = True
-    if c2.button("Resume" if status.get("paused") else "Pause", disabled=not running, key="pause"):
-        (worker.resume() if status.get("paused") else worker.pause())
-    if c3.button("Stop", disabled=not running, key="stop"):
-        worker.stop()
+    with sb:
+        controls(worker, args, str(model) if model else None, worker_env)
     if model is None:
         sb.warning("No model in models/: run `make run` (it prepares one) or export one.")
 
     sb.header("Topics")
-    topics_editor(store)
+    topics_editor()
 
     sb.header("View")
     bucket = sb.selectbox("Time bucket", list(BUCKETS), index=1, key="bucket")
     smooth = sb.slider("Smoothing window (buckets)", 1, 24, 3, key="smooth")
+    window = sb.slider("Headline window (buckets)", 1, 48, 6, key="headline_window", help="Net sentiment over the latest N buckets, against the N before")
+    retweets = sb.toggle("Count retweets as opinions", False, key="retweets", help="Retweets always count in volume; by default they do not add to sentiment (a retweet repeats an opinion)")
+    foreign = sb.toggle("Include other languages", False, key="foreign", help="The model reads English: posts known to be in another language are kept out of sentiment by default (and counted)")
     z = sb.slider("Alert threshold (z-score)", 1.5, 6.0, 3.0, 0.5, key="alert_z")
-    window = sb.slider("Alert baseline window (buckets)", 4, 48, 12, key="alert_window")
-    return {"bucket_ms": BUCKETS[bucket], "smooth": smooth, "z": z, "window": window}
+    alert_window = sb.slider("Alert baseline window (buckets)", 4, 48, 12, key="alert_window")
+    return {"bucket_ms": BUCKETS[bucket], "smooth": smooth, "window": window, "retweets": retweets, "foreign": foreign, "z": z, "alert_window": alert_window}
+
+
+@st.fragment(run_every="2s")
+def controls(worker: Worker, args: list[str] | None, model: str | None, env: dict[str, str]) -> None:
+    """Start / Restart / Pause / Stop, enabled from the worker's real state at every rerun."""
+    status = worker.status() or {}
+    running = worker.running
+    state = _state(status, running)
+    c1, c2, c3 = st.columns(3)
+    if c1.button("Restart" if running else "Start", disabled=args is None or model is None, key="start", help="Restart replays the chosen source from where the store stopped"):
+        worker.start(args, model=model, env=env)
+        st.rerun()
+    paused = state == "paused"
+    if c2.button("Resume" if paused else "Pause", disabled=not running or state == "finished", key="pause"):
+        (worker.resume() if paused else worker.pause())
+        time.sleep(1.2)  # the worker writes its status about once a second
+        st.rerun()
+    if c3.button("Stop", disabled=not running, key="stop"):
+        worker.stop()
+        st.rerun()
+    st.caption(f"Pipeline: **{state}**")
+
+
+def _state(status: dict, running: bool) -> str:
+    if not running:
+        return "finished" if status.get("finished") and not status.get("error") else ("stopped" if status else "not started")
+    if time.time() - (status.get("written_wall") or 0) > 10:
+        return "starting"
+    return status.get("state") or "running"
 
 
 def _secret_token() -> str | None:
@@ -140,8 +189,9 @@ def _secret_token() -> str | None:
         return os.environ.get("X_BEARER_TOKEN")
 
 
-def topics_editor(store: Store) -> None:
+def topics_editor() -> None:
     sb = st.sidebar
+    store = rw_store(str(db_path()))
     for t in store.topics():
         with sb.expander(t.name):
             new_spec = st.text_input("Terms", value=t.spec(), key=f"spec_{t.name}")
@@ -179,10 +229,21 @@ def onboarding() -> None:
     )
 
 
-def runtime_panel(store: Store, worker: Worker) -> None:
+def liveness(worker: Worker, store: Store) -> dict:
+    """One line that says what the pipeline is doing now, and the runtime tiles."""
     s = worker.status() or {}
-    size = _fmt_bytes(s["model_bytes"]) if s.get("model_bytes") else None
-    # the model's full name on its own line (a metric tile would cut it)
+    state = _state(s, worker.running)
+    bits = [f"**{state}**"]
+    if s.get("clock_ms") is not None:
+        bits.append(f"replay clock {_fmt_ms(s['clock_ms'])}" + (f" at {s['speed']:g}× real time" if s.get("speed") else " (as fast as possible)"))
+    if state == "idle" and s.get("next_post_ms"):
+        bits.append(f"idle — next post at {_fmt_ms(s['next_post_ms'])}")
+    if s.get("last_batch_wall"):
+        bits.append(f"last batch stored {max(0, time.time() - s['last_batch_wall']):.0f} s ago")
+    if s.get("source"):
+        bits.append(f"source {s['source']}")
+    st.markdown(" · ".join(bits))
+    size = f"{s['model_bytes'] / 1e6:.1f} MB" if s.get("model_bytes") else None
     st.caption("Model: " + " · ".join(str(x) for x in (s.get("model", "-"), size, s.get("kernel") and f"C kernel {s['kernel']}") if x))
     cols = st.columns(5)
     cols[0].metric("Posts/s", f"{s.get('posts_per_s', 0):.0f}")
@@ -190,51 +251,156 @@ def runtime_panel(store: Store, worker: Worker) -> None:
     cols[1].metric("p50 batch latency", f"{lat:.0f} ms" if lat is not None else "-")
     cols[2].metric("Queue depth", s.get("queue_depth", 0))
     skipped = store.skip_counts()
-    cols[3].metric("Malformed / skipped", sum(skipped.values()))
-    state = "paused" if s.get("paused") else ("running" if s.get("running") else ("finished" if s.get("finished") else "stopped"))
-    cols[4].metric("Pipeline", state)
-    if skipped:
-        st.caption("Skipped by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
+    rejected = store.reject_counts()
+    cols[3].metric("Skipped / rejected", f"{sum(skipped.values())} / {sum(rejected.values())}")
+    cols[4].metric("Stored posts", f"{store.count_posts():,}")
+    if skipped or rejected:
+        st.caption("Skipped by reason: " + (", ".join(f"{k} {v}" for k, v in sorted(skipped.items())) or "none") + (" · rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(rejected.items())) if rejected else ""))
     if s.get("error"):
         st.error(s["error"])
+    if s.get("switch_error"):
+        st.warning(s["switch_error"])
     for msg in s.get("source_errors") or []:  # e.g. X rejected a filtered-stream rule
         st.warning(msg)
+    return s
 
 
-def _frame(rows: list[dict], smooth: int) -> pd.DataFrame:
+def _time_window(store: Store, topics: list[str]) -> tuple[int, int] | None:
+    rng = store.time_range(topics)
+    if rng is None:
+        return None
+    # the store's times are validated (stream.validate); a store written before that may still hold
+    # implausible ones: keep the range inside the valid window
+    lo_ok, hi_ok = int(EARLIEST.timestamp() * 1000), int((dt.datetime.now(dt.timezone.utc) + FUTURE_SLACK).timestamp() * 1000)
+    lo, hi = (min(max(x, lo_ok), hi_ok) for x in rng)
+    choice = st.radio("Range", list(RANGES), horizontal=True, key="range_mode", label_visibility="collapsed")
+    span = RANGES[choice]
+    if span == -1 and hi > lo:
+        a, b = st.slider("Time range", min_value=_to_dt(lo), max_value=_to_dt(hi), value=(_to_dt(lo), _to_dt(hi)), format="YYYY-MM-DD HH:mm", key="time_range")
+        return int(a.timestamp() * 1000), int(b.timestamp() * 1000) + 1
+    if span:
+        lo = max(lo, hi - span)
+    return lo, hi + 1
+
+
+def _to_dt(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
+
+
+def _frame(series: dict[str, list[dict]], smooth: int) -> pd.DataFrame:
+    """Rows for the charts: one per topic and bucket, empty buckets with null polarity (gaps)."""
     out = []
-    for topic, series in series_by_topic(rows).items():
-        sm = rolling_mean([r["polarity"] for r in series], smooth)
-        for r, m in zip(series, sm):
-            out.append({**r, "time": pd.to_datetime(r["bucket_ms"], unit="ms", utc=True), "smoothed": m, **{f"share_{k}": r[k] / r["volume"] for k in LABELS}})
-    return pd.DataFrame(out)
+    for rows in series.values():
+        sm = _rolling_with_gaps([r["polarity"] for r in rows], smooth)
+        for r, m in zip(rows, sm):
+            p, se, n = r["polarity"], r["polarity_se"], r["n"]
+            out.append({**r, "smoothed": m, "lo": None if p is None else max(-1.0, p - Z95 * se), "hi": None if p is None else min(1.0, p + Z95 * se),
+                        **{f"share_{k}": (r[k] / n if n else None) for k in LABELS}})
+    df = pd.DataFrame(out)
+    if not df.empty:
+        df["time"] = pd.to_datetime(df["bucket_ms"], unit="ms", utc=True)  # one vectorised conversion
+    return df
 
 
-def topic_chart(df: pd.DataFrame, alerts: list, topic: str) -> alt.Chart:
-    d = df[df.topic == topic]
-    base = alt.Chart(d).encode(x=alt.X("time:T", title=None))
-    pol = base.mark_line(opacity=0.35).encode(y=alt.Y("polarity:Q", title="net polarity", scale=alt.Scale(domain=[-1, 1])))
-    sm = base.mark_line(strokeWidth=2.5).encode(y="smoothed:Q", tooltip=["time:T", "volume:Q", alt.Tooltip("smoothed:Q", format=".2f")])
-    layers = [pol, sm]
-    a = [x for x in alerts if x.topic == topic]
+def _rolling_with_gaps(xs: list, k: int) -> list:
+    """Trailing mean over the last ``k`` buckets that have a value; None where the bucket itself has none."""
+    out, vals = [], []
+    for x in xs:
+        if x is None:
+            out.append(None)
+            continue
+        vals.append(x)
+        out.append(rolling_mean(vals[-k:], k)[-1])
+    return out
+
+
+def _x(domain: list) -> dict:
+    return {"field": "time", "type": "temporal", "title": None, "scale": {"domain": domain}}
+
+
+def _events_layers(events: list[dict], lo: int, hi: int, domain: list) -> list[dict]:
+    """Model switches as dashed rules, skipped idle spans of a replay as grey bands labelled "skipped"."""
+    iso = lambda ms: pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()  # noqa: E731
+    layers = []
+    skips = [{"start": iso(max(e["post_ms"], lo)), "end": iso(min(e["end_post_ms"] or e["post_ms"], hi)), "what": e["detail"]} for e in events if e["kind"] == "skip" and e["post_ms"] is not None]
+    if skips:
+        xs = {"field": "start", "type": "temporal", "scale": {"domain": domain}}
+        layers.append({"data": {"values": skips}, "mark": {"type": "rect", "color": "#bbbbbb", "opacity": 0.25}, "encoding": {"x": xs, "x2": {"field": "end"}, "tooltip": [{"field": "what", "type": "nominal"}]}})
+        layers.append({"data": {"values": skips}, "mark": {"type": "text", "align": "left", "baseline": "top", "dx": 3, "dy": 3, "color": "#777", "fontSize": 10, "text": "skipped"}, "encoding": {"x": xs, "y": {"value": 2}}})
+    switches = [{"time": iso(e["post_ms"]), "what": f"model switch: {e['detail']}"} for e in events if e["kind"] == "model_switch" and e["post_ms"] is not None]
+    if switches:
+        layers.append({"data": {"values": switches}, "mark": {"type": "rule", "color": "#7b3fa0", "strokeDash": [4, 3], "strokeWidth": 2}, "encoding": {"x": _x(domain), "tooltip": [{"field": "what", "type": "nominal"}]}})
+    return layers
+
+
+_GAPS = "break-paths-show-domains"  # null (empty bucket) breaks the line instead of bridging it
+
+
+def topic_specs(alerts: list, events: list[dict], lo: int, hi: int, topic: str, domain: list) -> list[dict]:
+    """Vega-Lite specs of one topic: net polarity with its 95% band, smoothed line, alerts and events;
+    class shares; volume -- all on the shared time axis ``domain``; empty buckets are gaps."""
+    x = _x(domain)
+    y = {"field": "lo", "type": "quantitative", "title": "net polarity", "scale": {"domain": [-1, 1]}}
+    tip = [{"field": "time", "type": "temporal", "format": "%Y-%m-%d %H:%M"}, {"field": "n", "type": "quantitative", "title": "opinions"}, {"field": "volume", "type": "quantitative"},
+           {"field": "polarity", "type": "quantitative", "format": ".2f"}, {"field": "lo", "type": "quantitative", "format": ".2f", "title": "95% low"}, {"field": "hi", "type": "quantitative", "format": ".2f", "title": "95% high"}]
+    layers = [
+        {"mark": {"type": "area", "opacity": 0.18, "color": "#1f77b4", "invalid": _GAPS}, "encoding": {"x": x, "y": y, "y2": {"field": "hi"}}},
+        {"mark": {"type": "line", "opacity": 0.45, "point": {"size": 12, "opacity": 0.5}, "invalid": _GAPS}, "encoding": {"x": x, "y": {"field": "polarity", "type": "quantitative"}, "tooltip": tip}},
+        {"mark": {"type": "line", "strokeWidth": 2.5, "invalid": _GAPS}, "encoding": {"x": x, "y": {"field": "smoothed", "type": "quantitative"}}},
+        *_events_layers(events, lo, hi, domain),
+    ]
+    a = [{"time": pd.Timestamp(x_.bucket_ms, unit="ms", tz="UTC").isoformat(), "smoothed": x_.polarity, "z": round(x_.z, 1)} for x_ in alerts if x_.topic == topic]
     if a:
-        ad = pd.DataFrame({"time": [pd.to_datetime(x.bucket_ms, unit="ms", utc=True) for x in a], "smoothed": [x.polarity for x in a], "z": [round(x.z, 1) for x in a]})
-        layers.append(alt.Chart(ad).mark_point(shape="triangle", size=140, color="#ff7f0e", filled=True).encode(x="time:T", y="smoothed:Q", tooltip=["time:T", "z:Q"]))
-    top = alt.layer(*layers).properties(height=180, width=CHART_WIDTH)
-    shares = d.melt(id_vars=["time"], value_vars=[f"share_{k}" for k in LABELS], var_name="class", value_name="share")
-    shares["class"] = shares["class"].str.replace("share_", "")
-    area = alt.Chart(shares).mark_area().encode(x=alt.X("time:T", title=None), y=alt.Y("share:Q", stack="normalize", title="class shares"), color=alt.Color("class:N", scale=alt.Scale(domain=list(COLORS), range=list(COLORS.values())), legend=None)).properties(height=90, width=CHART_WIDTH)
-    vol = base.mark_bar().encode(y=alt.Y("volume:Q", title="posts")).properties(height=70, width=CHART_WIDTH)
-    return alt.vconcat(top, area, vol).properties(title=topic)
+        layers.append({"data": {"values": a}, "mark": {"type": "point", "shape": "triangle", "size": 140, "color": "#ff7f0e", "filled": True}, "encoding": {"x": x, "y": {"field": "smoothed", "type": "quantitative"}, "tooltip": [{"field": "time", "type": "temporal"}, {"field": "z", "type": "quantitative"}]}})
+    top = {"title": topic, "height": 220, "layer": layers}
+    shares = {
+        "height": 130,
+        "mark": {"type": "bar"},  # one stacked bar per bucket (long-format rows from _shares): an empty bucket stays empty
+        "encoding": {"x": x, "y": {"field": "share", "type": "quantitative", "stack": "normalize", "title": "class shares"},
+                     "color": {"field": "class", "type": "nominal", "scale": {"domain": list(COLORS), "range": list(COLORS.values())}, "legend": {"orient": "top", "title": None, "direction": "horizontal"}}},
+    }
+    vol = {"height": 90, "mark": "bar", "encoding": {"x": x, "y": {"field": "volume", "type": "quantitative", "title": "posts"},
+           "tooltip": [{"field": "time", "type": "temporal", "format": "%Y-%m-%d %H:%M"}, {"field": "volume", "type": "quantitative"}, {"field": "retweets", "type": "quantitative"}, {"field": "foreign", "type": "quantitative"}]}}
+    return [top, shares, vol]
+
+
+def _shares(d: pd.DataFrame) -> pd.DataFrame:
+    """Long-format class shares (time, class, share) of one topic's rows, empty buckets left out."""
+    long = d.melt(id_vars=["time"], value_vars=[f"share_{k}" for k in LABELS], var_name="class", value_name="share").dropna(subset=["share"])
+    long["class"] = long["class"].str.slice(len("share_"))
+    return long
+
+
+def show(df: pd.DataFrame, spec: dict, key: str) -> None:
+    """A Vega-Lite spec over ``df`` (sent to the browser as Arrow): no Altair objects, no schema
+    validation and no JSON records on the 2-s rerun path (those cost more than the rest of it)."""
+    st.vega_lite_chart(df, spec, width="stretch", height=int(spec.get("height", 200)) + (60 if "title" in spec else 40), key=key)
 
 
 def _posts_table(rows: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=["created_ms", "topics", "label", "polarity", "p_neg", "p_neu", "p_pos", "author", "text", "id"])
+    df = pd.DataFrame(rows, columns=["created_ms", "topics", "label", "polarity", "author", "text", "quoted_text", "lang", "is_retweet", "model", "id", "p_neg", "p_neu", "p_pos"])
     if df.empty:
         return df
-    df.insert(0, "time", pd.to_datetime(df.pop("created_ms"), unit="ms", utc=True))
-    df["sentiment"] = df.pop("label").map(dict(enumerate(LABELS)))
+    df.insert(0, "time", pd.to_datetime(df.pop("created_ms"), unit="ms", utc=True).dt.strftime("%Y-%m-%d %H:%M"))
+    df.insert(1, "sentiment", df.pop("label").map(dict(enumerate(LABELS))))
+    df["link"] = [_post_link(i) for i in df["id"]]
+    if df["author"].isna().all():
+        df = df.drop(columns=["author"])
+    if df["quoted_text"].isna().all():
+        df = df.drop(columns=["quoted_text"])
     return df
+
+
+def _post_link(pid: str) -> str | None:
+    """The original post on x.com or bsky.app."""
+    src, _, rest = pid.partition(":")
+    if src == "x" and rest.isdigit():
+        return f"https://x.com/i/web/status/{rest}"
+    if src == "bsky" and rest.startswith("at://"):
+        parts = rest[len("at://"):].split("/")
+        if len(parts) == 3:
+            return f"https://bsky.app/profile/{parts[0]}/post/{parts[2]}"
+    return None
 
 
 #: a spreadsheet runs a cell that starts with one of these as a formula (CSV injection)
@@ -255,67 +421,95 @@ def _style(df: pd.DataFrame):
 
 
 def dashboard(store: Store, worker: Worker, view: dict) -> None:
+    """The live part (a fragment rerun every 2 s): liveness, headline, the chosen view."""
+    status = liveness(worker, store)
     topics = [t.name for t in store.topics()]
-    runtime_panel(store, worker)
     if not topics:
         st.info("No topics: add one in the sidebar.")
         return
-    rng = store.time_range(topics)
-    if rng is None:
+    window = _time_window(store, topics)
+    if window is None:
         st.info("Waiting for the first matching posts…")
         return
-    # the store's times are validated (stream.validate); a store written before that may still hold
-    # implausible ones, which the time slider cannot represent: keep the range within the valid window
-    now = dt.datetime.now(dt.timezone.utc)
-    lo, hi = (min(max(pd.to_datetime(x, unit="ms", utc=True).to_pydatetime(), EARLIEST), now + FUTURE_SLACK) for x in rng)
-    known = st.session_state.get("topics_known")
-    if known is None or "topics_shown" not in st.session_state:
-        st.session_state.topics_shown = list(topics)
-    else:  # new topics join the selection, removed ones leave it
-        st.session_state.topics_shown = [t for t in st.session_state.topics_shown if t in topics] + [t for t in topics if t not in known]
-    st.session_state.topics_known = list(topics)
-    chosen = st.multiselect("Topics", topics, key="topics_shown")
-    if hi > lo:
-        start, end = st.slider("Time range", min_value=lo, max_value=hi, value=(lo, hi), format="YYYY-MM-DD HH:mm", key="time_range")
-    else:
-        start, end = lo, hi
-    s_ms, e_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000) + 1
-    rows = store.aggregates(chosen, view["bucket_ms"], s_ms, e_ms)
-    df = _frame(rows, view["smooth"])
-    alerts = detect_shifts(rows, smooth=view["smooth"], window=view["window"], z=view["z"])
-    tab_topics, tab_compare, tab_posts, tab_alerts, tab_export = st.tabs(["Per topic", "Compare", "Posts", f"Alerts ({len(alerts)})", "Export"])
-    with tab_topics:
-        cols = st.columns(2)
-        for i, t in enumerate(chosen):
-            if not df.empty and (df.topic == t).any():
-                cols[i % 2].altair_chart(topic_chart(df, alerts, t), width="content")
-    with tab_compare:
-        if not df.empty:
-            st.altair_chart(alt.Chart(df).mark_line().encode(x=alt.X("time:T", title=None), y=alt.Y("smoothed:Q", title="smoothed net polarity"), color="topic:N").properties(height=320), width="stretch")
-            summary = df.groupby("topic").agg(posts=("volume", "sum"), mean_polarity=("polarity", "mean")).reset_index()
-            st.dataframe(summary, hide_index=True)
-    with tab_posts:
-        st.subheader("Latest posts")
-        latest = _posts_table(store.posts(chosen, s_ms, e_ms, "recent", 30))
-        st.dataframe(_style(latest), hide_index=True, key="feed")
-        c1, c2 = st.columns(2)
-        c1.subheader("Most positive")
-        c1.dataframe(_posts_table(store.posts(chosen, s_ms, e_ms, "positive", 10))[["polarity", "text"]] if rows else pd.DataFrame(), hide_index=True)
-        c2.subheader("Most negative")
-        c2.dataframe(_posts_table(store.posts(chosen, s_ms, e_ms, "negative", 10))[["polarity", "text"]] if rows else pd.DataFrame(), hide_index=True)
-    with tab_alerts:
+    lo, hi = window
+    bucket = view["bucket_ms"]
+    grid = bucket_grid(lo, hi, bucket)
+    rows = store.aggregates(topics, bucket, grid[0], grid[-1] + bucket, retweets=view["retweets"], foreign=view["foreign"])
+    series = fill_gaps(rows, topics, grid)
+    totals = store.totals(topics, lo, hi)
+    rt_note = "counted as opinions" if view["retweets"] else "counted in volume, not as opinions"
+    fo_note = "included in sentiment" if view["foreign"] else "kept out of sentiment"
+    st.caption(f"In range: {totals['volume']:,} matched posts · **{totals['retweets']:,} retweets** ({rt_note}) · **{totals['foreign']:,} in other languages** ({fo_note})")
+    # the bucket holding the replay clock (or the range's end) is still filling: alerts skip it
+    open_bucket = ((status.get("clock_ms") or hi) // bucket) * bucket
+    alerts = detect_shifts(rows, smooth=view["smooth"], window=view["alert_window"], z=view["z"], closed_before_ms=open_bucket)
+    chosen = st.segmented_control("View", VIEWS, default=VIEWS[0], key="view_tab", label_visibility="collapsed") or VIEWS[0]
+    domain = [pd.to_datetime(grid[0], unit="ms", utc=True).isoformat(), pd.to_datetime(grid[-1] + bucket, unit="ms", utc=True).isoformat()]
+    if chosen == "Overview":
+        _overview(series, view, domain)
+    elif chosen == "Per topic":
+        df = _frame(series, view["smooth"])
+        events = store.events(lo, hi)
+        cols = st.columns(2 if len(topics) > 1 else 1)
+        for i, t in enumerate(topics):  # every topic has its charts (gaps where it has no posts): stable places
+            with cols[i % len(cols)]:
+                d = df[df.topic == t]
+                for j, spec in enumerate(topic_specs(alerts, events, grid[0], grid[-1] + bucket, t, domain)):
+                    show(_shares(d) if j == 1 else d, spec, f"chart_{t}_{j}")
+    elif chosen == "Posts":
+        _posts_view(store, topics, lo, hi, view)
+    elif chosen == "Alerts":
         if alerts:
-            st.dataframe(pd.DataFrame([{"time": pd.to_datetime(a.bucket_ms, unit="ms", utc=True), "topic": a.topic, "direction": a.direction, "smoothed polarity": round(a.polarity, 3), "baseline": round(a.baseline, 3), "z": round(a.z, 1)} for a in alerts]), hide_index=True)
+            st.dataframe(pd.DataFrame([{"time": _fmt_ms(a.bucket_ms), "topic": a.topic, "direction": a.direction, "smoothed polarity": round(a.polarity, 3), "baseline": round(a.baseline, 3), "z": round(a.z, 1)} for a in alerts]), hide_index=True)
         else:
-            st.write("No significant shift in the selected window.")
-    with tab_export:
-        posts = _posts_table(store.posts(chosen, s_ms, e_ms, "recent", 100_000))
-        agg = df.drop(columns=[c for c in ("time",) if c in df.columns]) if not df.empty else df
-        st.download_button("Posts (CSV)", csv_bytes(posts), "sparsepulse_posts.csv", "text/csv", key="dl_posts_csv")
-        st.download_button("Aggregates (CSV)", csv_bytes(agg), "sparsepulse_aggregates.csv", "text/csv", key="dl_agg_csv")
-        try:
-            buf = io.BytesIO()
-            posts.to_parquet(buf, index=False)
-            st.download_button("Posts (Parquet)", buf.getvalue(), "sparsepulse_posts.parquet", key="dl_posts_parquet")
-        except ImportError:
-            st.caption("Install pyarrow for Parquet export.")
+            st.write("No significant shift in the selected window (closed buckets only).")
+        st.caption(f"{len(alerts)} alert(s): smoothed net polarity beyond {view['z']}σ of the previous {view['alert_window']} buckets.")
+    else:
+        _export_view(store, topics, lo, hi, series)
+
+
+def _overview(series: dict[str, list[dict]], view: dict, domain: list) -> None:
+    heads = headline(series, view["window"])
+    cols = st.columns(max(1, len(heads)))
+    span = f"last {view['window']} bucket(s)"
+    for c, h in zip(cols, heads):
+        net = "no opinions" if h["net"] is None else f"{h['net']:+.2f}"
+        delta = None if h["change"] is None else f"{h['change']:+.2f} vs previous"
+        sov = "-" if h["share_of_voice"] is None else f"{100 * h['share_of_voice']:.0f}%"
+        c.metric(h["topic"], net, delta, help=f"Net sentiment (mean positive − negative probability) over the {span}, {h['opinions']} opinions; change against the {view['window']} bucket(s) before.")
+        c.caption(f"{h['volume']:,} posts · share of voice {sov}")
+    vol = pd.DataFrame([{"bucket_ms": r["bucket_ms"], "topic": t, "volume": r["volume"], "polarity": r["polarity"]} for t, rows in series.items() for r in rows])
+    if not vol.empty:
+        vol["time"] = pd.to_datetime(vol["bucket_ms"], unit="ms", utc=True)
+    if not vol.empty:
+        x = _x(domain)
+        show(vol, {"title": "Share of voice", "height": 170, "mark": "area", "encoding": {"x": x, "y": {"field": "volume", "type": "quantitative", "stack": "normalize", "title": "share of voice"}, "color": {"field": "topic", "type": "nominal"},
+                   "tooltip": [{"field": "time", "type": "temporal", "format": "%Y-%m-%d %H:%M"}, {"field": "topic", "type": "nominal"}, {"field": "volume", "type": "quantitative"}]}}, "share_of_voice")
+        show(vol, {"title": "Net polarity per bucket", "height": 260, "mark": {"type": "line", "point": {"size": 10}, "invalid": _GAPS},
+                   "encoding": {"x": x, "y": {"field": "polarity", "type": "quantitative", "title": "net polarity", "scale": {"domain": [-1, 1]}}, "color": {"field": "topic", "type": "nominal"}}}, "compare")
+
+
+def _posts_view(store: Store, topics: list[str], lo: int, hi: int, view: dict) -> None:
+    c1, c2, c3 = st.columns([2, 2, 1])
+    labels = c1.multiselect("Sentiment", list(LABELS), default=list(LABELS), key="post_labels")
+    search = c2.text_input("Search text", key="post_search")
+    order = c3.selectbox("Order", ["recent", "positive", "negative"], key="post_order")
+    rows = store.posts(topics, lo, hi, order, 200, labels=[LABELS.index(x) for x in labels], search=search.strip() or None)
+    df = _posts_table(rows)
+    st.dataframe(_style(df), hide_index=True, key="feed", column_config={"link": st.column_config.LinkColumn("link", display_text="open")})
+
+
+def _export_view(store: Store, topics: list[str], lo: int, hi: int, series: dict) -> None:
+    """Exports are built only when a button is clicked (deferred data), never on a live rerun."""
+    st.download_button("Posts (CSV)", lambda: csv_bytes(_posts_table(store.posts(topics, lo, hi, "recent", 100_000))), "sparsepulse_posts.csv", "text/csv", key="dl_posts_csv", on_click="ignore")
+    st.download_button("Aggregates (CSV)", lambda: csv_bytes(pd.DataFrame([r for rows in series.values() for r in rows])), "sparsepulse_aggregates.csv", "text/csv", key="dl_agg_csv", on_click="ignore")
+
+    def parquet() -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        _posts_table(store.posts(topics, lo, hi, "recent", 100_000)).to_parquet(buf, index=False)
+        return buf.getvalue()
+
+    st.download_button("Posts (Parquet)", parquet, "sparsepulse_posts.parquet", key="dl_posts_parquet", on_click="ignore")
+    st.caption("Posts of the shown topics in the shown range, up to 100,000; spreadsheet formulas in post texts are neutralised in the CSV.")

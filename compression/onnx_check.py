@@ -4,7 +4,7 @@
 (--teacher models/teacher | --student models/students/obert_6l_80_4b | --runtime-model models/X)``
 
 The engines live in a separate venv (never project dependencies) and run through
-``runtime/_bench_worker.py``. The reference is the same weights in JAX: in float for an fp32
+``benchmarks/_worker.py``. The reference is the same weights in JAX: in float for an fp32
 graph, in the INT8 simulation of the C kernels for an INT8 graph (``--int8``; ONNX's
 DynamicQuantizeLinear quantises activations per tensor to uint8, the C runtime per token to int8,
 so the two INT8 forms are close but not identical: that gap is what the agreement measures).
@@ -50,7 +50,7 @@ def _reference(teacher: str | None, student: str | None, runtime_model: str | No
 
 def check_onnx(onnx_path: str, engine: str, bench_python: str, *, teacher: str | None = None, student: str | None = None,
                runtime_model: str | None = None, int8: bool = False, data_root: str | None = None, threads: int = 2) -> dict:
-    from runtime.bench import ExternalEngine
+    from benchmarks.engines import ExternalEngine, write_npz
 
     if sum(x is not None for x in (teacher, student, runtime_model)) != 1:
         raise ValueError("give exactly one of teacher, student, runtime_model")
@@ -63,7 +63,7 @@ def check_onnx(onnx_path: str, engine: str, bench_python: str, *, teacher: str |
     lengths = np.array([len(x) for x in ids])
     with tempfile.TemporaryDirectory() as td:
         npz = str(Path(td) / "ids.npz")
-        np.savez(npz, ids=np.concatenate(ids), lengths=lengths, latency_idx=np.zeros(1, np.int64))
+        write_npz(npz, np.concatenate(ids), lengths, np.zeros(1, np.int64))
         ext = ExternalEngine(f"{engine}:{Path(onnx_path).name}", engine, onnx_path, npz, bench_python, threads)
         try:
             onnx_logits = ext.predict()

@@ -11,7 +11,10 @@ import dataclasses
 import math
 from typing import Sequence
 
-__all__ = ["Alert", "rolling_mean", "detect_shifts", "series_by_topic"]
+__all__ = ["Alert", "rolling_mean", "detect_shifts", "series_by_topic", "bucket_grid", "fill_gaps", "headline", "Z95"]
+
+#: two-sided 95% normal quantile, for the polarity bands
+Z95 = 1.959964
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +41,42 @@ def rolling_mean(xs: Sequence[float], k: int) -> list[float]:
     return out
 
 
+def bucket_grid(start_ms: int, end_ms: int, bucket_ms: int) -> list[int]:
+    """Every bucket start (aligned to ``bucket_ms`` since the epoch) that overlaps [start_ms, end_ms)."""
+    first = (int(start_ms) // bucket_ms) * bucket_ms
+    return list(range(first, int(end_ms), bucket_ms))
+
+
+def fill_gaps(rows: Sequence[dict], topics: Sequence[str], grid: Sequence[int]) -> dict[str, list[dict]]:
+    """Per topic, one row per bucket of ``grid``: a bucket without posts has volume 0 and polarity
+    None, so that charts draw a gap there instead of a line across it."""
+    by = {(r["topic"], r["bucket_ms"]): r for r in rows}
+    empty = {"volume": 0, "retweets": 0, "foreign": 0, "n": 0, "negative": 0, "neutral": 0, "positive": 0, "polarity": None, "polarity_se": None}
+    return {t: [by.get((t, b)) or {"topic": t, "bucket_ms": b, **empty} for b in grid] for t in topics}
+
+
+def headline(series: dict[str, list[dict]], window: int) -> list[dict]:
+    """Per topic, over the last ``window`` buckets of its series against the ``window`` before:
+    net sentiment (mean polarity over the opinions), its change, the volume and the share of voice
+    (the topic's volume over all shown topics' volume in the latest window)."""
+    def net(rows):
+        n = sum(r["n"] for r in rows)
+        return (sum(r["polarity"] * r["n"] for r in rows if r["n"]) / n) if n else None, n
+
+    total = sum(r["volume"] for rows in series.values() for r in rows[-window:]) or 0
+    out = []
+    for t, rows in series.items():
+        cur, prev = rows[-window:], rows[-2 * window : -window]
+        (p_cur, n_cur), (p_prev, n_prev) = net(cur), net(prev)
+        vol = sum(r["volume"] for r in cur)
+        out.append({
+            "topic": t, "net": p_cur, "opinions": n_cur, "previous": p_prev, "previous_opinions": n_prev,
+            "change": (p_cur - p_prev) if p_cur is not None and p_prev is not None else None,
+            "volume": vol, "share_of_voice": vol / total if total else None,
+        })
+    return out
+
+
 def series_by_topic(rows: Sequence[dict]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for r in rows:
@@ -47,11 +86,14 @@ def series_by_topic(rows: Sequence[dict]) -> dict[str, list[dict]]:
     return out
 
 
-def detect_shifts(rows: Sequence[dict], *, smooth: int = 3, window: int = 12, z: float = 3.0, min_volume: int = 5, min_std: float = 0.02) -> list[Alert]:
-    """Alerts from ``Store.aggregates`` rows (any number of topics)."""
+def detect_shifts(rows: Sequence[dict], *, smooth: int = 3, window: int = 12, z: float = 3.0, min_volume: int = 5, min_std: float = 0.02, closed_before_ms: int | None = None) -> list[Alert]:
+    """Alerts from ``Store.aggregates`` rows (any number of topics). ``closed_before_ms``: only
+    buckets that start before it count (the bucket still filling up would make alerts flicker
+    as its posts arrive); buckets without opinions are left out."""
     if smooth < 1 or window < 2 or z <= 0:
         raise ValueError("smooth >= 1, window >= 2 and z > 0 are required")
     alerts: list[Alert] = []
+    rows = [r for r in rows if r.get("polarity") is not None and (closed_before_ms is None or r["bucket_ms"] < closed_before_ms)]
     for topic, series in series_by_topic(rows).items():
         pol = rolling_mean([r["polarity"] for r in series], smooth)
         last_sign = 0
@@ -61,7 +103,7 @@ def detect_shifts(rows: Sequence[dict], *, smooth: int = 3, window: int = 12, z:
             sd = max(math.sqrt(sum((p - mu) ** 2 for p in prev) / (window - 1)), min_std)
             score = (pol[i] - mu) / sd
             sign = 1 if score > 0 else -1
-            if abs(score) >= z and series[i]["volume"] >= min_volume:
+            if abs(score) >= z and series[i].get("n", series[i]["volume"]) >= min_volume:
                 if sign != last_sign:
                     alerts.append(Alert(topic, series[i]["bucket_ms"], pol[i], mu, score))
                 last_sign = sign

@@ -68,18 +68,7 @@ def _run(args, make_source) -> int:
         signal.signal(signal.SIGUSR2, lambda *_: pacer.resume())
     callbacks = []
     if args.status_file:
-        import time as _time
-
-        from .worker import write_status
-
-        last = [0.0]
-
-        def write(st, force=False):
-            if force or _time.monotonic() - last[0] >= 1.0:
-                last[0] = _time.monotonic()
-                write_status(Path(args.status_file), {**st.as_dict(), "source": src.name, "source_errors": list(getattr(src, "rule_errors", []) or []), "model": model_dir.name, "model_bytes": scorer.model_bytes, "kernel": scorer.kernel_name, "paused": bool(pacer and pacer.paused), "scorer": scorer.stats()})
-
-        callbacks.append(write)
+        callbacks.append(_status_writer(args, src, scorer, pipe, store, model_dir))
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -115,10 +104,64 @@ def _run(args, make_source) -> int:
     return 0
 
 
+from runtime.errors import SparsePulseError  # noqa: E402  (light: no native code is loaded)
+
+
+def _status_writer(args, src, scorer, pipe, store, model_dir):
+    """The worker's status (about once a second, also while idle) and its control channel: the
+    dashboard asks for another model through the control file; the switch happens between batches,
+    the replay keeps its clock, and the store records the switch (the charts mark it)."""
+    import time as _time
+
+    from .worker import control_path, read_control, write_status
+
+    pacer = getattr(src, "pacer", None)
+    state = {"last": 0.0, "scorer": scorer, "model": model_dir, "skips_reported": 0, "switch_error": None}
+
+    def clock_ms():
+        c = pacer.clock() if pacer is not None else None
+        return int(c * 1000) if c is not None else None
+
+    def write(st, force=False):
+        if not force and _time.monotonic() - state["last"] < 1.0:
+            return
+        state["last"] = _time.monotonic()
+        want = read_control(control_path(args.db)).get("model")
+        if want and Path(want).resolve() != state["model"].resolve():
+            from runtime import Scorer
+
+            try:
+                new = Scorer(want, threads=args.threads)
+            except (OSError, ValueError, SparsePulseError) as e:  # a broken model: keep scoring with the current one
+                state["switch_error"] = f"cannot switch to {Path(want).name}: {e}"
+            else:
+                old = state["model"].name
+                state.update(scorer=new, model=Path(want), switch_error=None)
+                pipe.scorer, pipe.model_name = new, Path(want).name
+                store.add_event("model_switch", f"{old} -> {Path(want).name}", post_ms=clock_ms())
+        if pacer is not None:
+            for a, b in pacer.skipped[state["skips_reported"]:]:
+                store.add_event("skip", f"idle replay gap of {(b - a) / 3600:.1f} h of post time skipped (--max-idle)", post_ms=int(a * 1000), end_post_ms=int(b * 1000))
+            state["skips_reported"] = len(pacer.skipped)
+        sc = state["scorer"]
+        d = st.as_dict()
+        run_state = "finished" if d["finished"] else ("paused" if pacer is not None and pacer.paused else ("idle" if (pacer is not None and pacer.next_due is not None and d["queue_depth"] == 0) else "running"))
+        write_status(Path(args.status_file), {
+            **d, "state": run_state, "source": src.name, "source_errors": list(getattr(src, "rule_errors", []) or []),
+            "model": state["model"].name, "model_path": str(state["model"]), "model_bytes": sc.model_bytes, "kernel": sc.kernel_name,
+            "paused": bool(pacer and pacer.paused), "scorer": sc.stats(), "switch_error": state["switch_error"],
+            "clock_ms": clock_ms(), "speed": pacer.speed if pacer is not None else None,
+            "next_post_ms": int(pacer.next_due * 1000) if pacer is not None and pacer.next_due is not None else None,
+            "written_wall": _time.time(),
+        })
+
+    return write
+
+
 def _cmd_replay(args) -> int:
     from .replay import ReplaySource
 
-    return _run(args, lambda store: ReplaySource(args.file, fmt=args.format, csv_map=args.csv_map, speed=args.speed))
+    return _run(args, lambda store: ReplaySource(args.file, fmt=args.format, csv_map=args.csv_map, speed=args.speed, max_idle=args.max_idle))
 
 
 def _cmd_bluesky(args) -> int:
@@ -189,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("replay", help="replay a recorded file (twarc2, v2, v1.1, CSV, SemEval TSV; .gz ok)", description="Replay a recorded file into the store. Resumes where the last run stopped; re-delivered posts are stored once.")
     r.add_argument("file")
     r.add_argument("--speed", type=float, default=0.0, help="real time x SPEED following the posts' timestamps (0 = as fast as possible; 1440 = a day per minute)")
+    r.add_argument("--max-idle", type=float, default=0.0, metavar="SECONDS", help="wait at most this long for the next post: longer gaps in the recording are skipped (and marked on the charts); 0 = never skip (default)")
     r.add_argument("--format", default=None, help="override format detection: twarc2, twarc2-flat, v2, v1, csv, semeval")
     r.add_argument("--csv-map", type=_parse_map, default=None, metavar="FIELD=COL,...", help="CSV columns for id, text, time, author, lang")
     common(r)

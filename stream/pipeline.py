@@ -9,6 +9,7 @@ import threading
 import time
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
+from .language import LanguageDetector
 from .post import Post, Skip
 from .store import Store
 from .tracker import Tracker
@@ -45,6 +46,7 @@ class PipelineStats:
     queue_depth: int = 0
     finished: bool = False
     error: str | None = None
+    last_batch_wall: float | None = None  # time.time() when the last batch was stored
 
     def as_dict(self) -> dict:
         el = max(time.monotonic() - self.started, 1e-9)
@@ -63,6 +65,7 @@ class PipelineStats:
             "queue_depth": self.queue_depth,
             "finished": self.finished,
             "error": self.error,
+            "last_batch_wall": self.last_batch_wall,
         }
 
 
@@ -88,6 +91,7 @@ class Pipeline:
         queue_size: int = 1024,
         topic_poll_s: float = 1.0,
         on_batch: Callable[[PipelineStats], None] | None = None,
+        detect_language: bool = True,
     ):
         if batch_size <= 0 or queue_size <= 0 or max_wait_s <= 0:
             raise ValueError("batch_size, queue_size and max_wait_s must be positive")
@@ -101,6 +105,7 @@ class Pipeline:
         self.stats = PipelineStats()
         self.on_batch = on_batch
         self.stop = threading.Event()
+        self.languages = LanguageDetector() if detect_language else None
 
     def _produce(self, start_after: int) -> None:
         try:
@@ -224,6 +229,9 @@ class Pipeline:
                     if deadline is not None or self.stop.is_set():
                         break
                     self._refresh_topics(last_poll)
+                    if self.on_batch is not None:  # idle: status keeps flowing (the callback throttles itself)
+                        st.queue_depth = 0
+                        self.on_batch(st)
                     continue
                 if item is _END:
                     done = True
@@ -240,6 +248,10 @@ class Pipeline:
                 # a quote post matches on the quoted post's words too (as X's filtered stream does)
                 names = self.tracker.match(obj.text if obj.quoted_text is None else obj.text + "\n" + obj.quoted_text)
                 if names:
+                    if obj.lang is None and self.languages is not None:  # the source gave none: identify it
+                        lang = self.languages.detect(obj.text)
+                        if lang is not None:
+                            obj = dataclasses.replace(obj, lang=lang)
                     posts.append(obj)
                     offsets.append(offset)
                     topics.append(names)
@@ -250,6 +262,7 @@ class Pipeline:
             if posts:
                 self._flush(posts, offsets, topics, last_offset, dict(skips))
                 st.batches += 1
+                st.last_batch_wall = time.time()
                 st.batch_latency_s.append(time.perf_counter() - t0)
             elif last_offset != start_after:
                 self.store.commit_offset(self.source.key, last_offset, skips=dict(skips))

@@ -164,17 +164,27 @@ _EOF = object()
 
 class Pacer:
     """Real time × ``speed`` following the posts' own timestamps (``speed`` 0 = as fast as possible);
-    ``pause()`` / ``resume()`` from any thread."""
+    ``pause()`` / ``resume()`` from any thread.
 
-    def __init__(self, speed: float = 0.0):
-        if speed < 0:
-            raise ValueError("speed must be >= 0")
+    ``max_idle`` (seconds, 0 = off) caps the wall time spent waiting for one post: a recorded stream
+    with a gap of days (the SemEval file jumps 9 days) is not replayed as minutes of silence; the
+    skipped span of post time is kept in ``skipped`` (and shown on the dashboard's charts).
+    ``clock()`` is the replay's current post time; ``next_due`` the post time being waited for.
+    """
+
+    def __init__(self, speed: float = 0.0, max_idle: float = 0.0):
+        if speed < 0 or max_idle < 0:
+            raise ValueError("speed and max_idle must be >= 0")
         self.speed = speed
+        self.max_idle = max_idle
         self._run = threading.Event()
         self._run.set()
         self._t0_post: float | None = None
         self._t0_wall = 0.0
         self._paused_at: float | None = None
+        self.skipped: list[tuple[float, float]] = []  # (from, to) post times, seconds
+        self.next_due: float | None = None
+        self._last_post: float | None = None
 
     def pause(self) -> None:
         if self._run.is_set():
@@ -192,25 +202,47 @@ class Pacer:
     def paused(self) -> bool:
         return not self._run.is_set()
 
+    def clock(self) -> float | None:
+        """The replay's post-time clock (seconds): where the replay stands, also while it waits."""
+        if self._t0_post is None or self.speed <= 0:
+            return self._last_post
+        now = self._paused_at if self._paused_at is not None else time.monotonic()
+        t = self._t0_post + (now - self._t0_wall) * self.speed
+        return t if self.next_due is None else min(t, self.next_due)
+
     def wait(self, post_ts: float, stop: threading.Event | None = None) -> None:
         """Block until the post is due (and while paused)."""
         while not self._run.wait(0.1):
             if stop is not None and stop.is_set():
                 return
         if self.speed <= 0:
+            self._last_post = post_ts
             return
         if self._t0_post is None:
             self._t0_post, self._t0_wall = post_ts, time.monotonic()
+            self._last_post = post_ts
             return
         due = self._t0_wall + max(0.0, post_ts - self._t0_post) / self.speed
-        while True:
-            delay = due - time.monotonic()
-            if delay <= 0 or (stop is not None and stop.is_set()):
-                return
-            time.sleep(min(delay, 0.1))
-            while not self._run.wait(0.1):
-                if stop is not None and stop.is_set():
+        delay = due - time.monotonic()
+        if self.max_idle > 0 and delay > self.max_idle:
+            jump = delay - self.max_idle  # wall seconds not waited
+            start = self.clock() or post_ts
+            self._t0_wall -= jump
+            self.skipped.append((start + self.max_idle * self.speed, post_ts))
+            due -= jump
+        self.next_due = post_ts
+        try:
+            while True:
+                delay = due - time.monotonic()
+                if delay <= 0 or (stop is not None and stop.is_set()):
                     return
+                time.sleep(min(delay, 0.1))
+                while not self._run.wait(0.1):
+                    if stop is not None and stop.is_set():
+                        return
+        finally:
+            self.next_due = None
+            self._last_post = post_ts
 
 
 class ReplaySource:
@@ -221,7 +253,7 @@ class ReplaySource:
     file at the same path does not inherit the old offset.
     """
 
-    def __init__(self, path: str | os.PathLike, fmt: str | None = None, csv_map: dict[str, str] | None = None, speed: float = 0.0):
+    def __init__(self, path: str | os.PathLike, fmt: str | None = None, csv_map: dict[str, str] | None = None, speed: float = 0.0, max_idle: float = 0.0):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such file")
@@ -229,7 +261,7 @@ class ReplaySource:
             raise UnknownFormat(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
         self.fmt = fmt or self._detect()
         self.csv_map = csv_map
-        self.pacer = Pacer(speed)
+        self.pacer = Pacer(speed, max_idle)
         with _open_binary(self.path) as f:
             try:
                 head = f.read(65536)

@@ -20,9 +20,18 @@ from .tracker import Topic
 
 __all__ = ["Store", "SCHEMA_VERSION", "StoreError"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: a rejected record is kept as JSON cut to this many characters
 REJECT_RECORD_CHARS = 4096
+
+#: a post counts as another language when its language is known and is not English ("und":
+#: undetermined, as X marks it, counts as unknown)
+_FOREIGN_SQL = "(p.lang IS NOT NULL AND p.lang NOT IN ('en', 'und'))"
+
+
+def is_foreign(lang: str | None) -> bool:
+    return lang is not None and lang not in ("en", "und")
+
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -88,6 +97,31 @@ _MIGRATIONS: dict[int, str] = {
     4: """
     ALTER TABLE offsets DROP COLUMN cursor;
     """,
+    5: """
+    CREATE TABLE rollups (
+        topic TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        rt INTEGER NOT NULL,
+        foreign_lang INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        n_neg INTEGER NOT NULL, n_neu INTEGER NOT NULL, n_pos INTEGER NOT NULL,
+        sum_pol REAL NOT NULL, sum_pol2 REAL NOT NULL,
+        PRIMARY KEY (topic, minute, rt, foreign_lang)
+    );
+    INSERT INTO rollups
+        SELECT m.topic, m.created_ms / 60000, p.is_retweet, (p.lang IS NOT NULL AND p.lang NOT IN ('en', 'und')),
+               COUNT(*), SUM(s.label = 0), SUM(s.label = 1), SUM(s.label = 2), SUM(s.polarity), SUM(s.polarity * s.polarity)
+        FROM matches m JOIN posts p ON p.id = m.post_id JOIN scores s ON s.post_id = m.post_id
+        GROUP BY m.topic, m.created_ms / 60000, p.is_retweet, (p.lang IS NOT NULL AND p.lang NOT IN ('en', 'und'));
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        wall_ms INTEGER NOT NULL,
+        post_ms INTEGER,
+        end_post_ms INTEGER,
+        detail TEXT NOT NULL
+    );
+    """,
 }
 
 
@@ -116,6 +150,16 @@ def _window(topics: Sequence[str], start_ms: int | None, end_ms: int | None) -> 
         where.append("m.created_ms < ?")
         args.append(int(end_ms))
     return " AND ".join(where), args
+
+
+def _polarity_se(n: int, s1: float, s2: float) -> float | None:
+    """Standard error of a bucket's mean polarity, with one pseudo-observation of variance 1 (the
+    polarity range is [-1, 1]) so that a bucket of one or two posts is shown as uncertain as it is,
+    not as a zero-width band."""
+    if not n:
+        return None
+    var = (max(s2 - s1 * s1 / n, 0.0) + 1.0) / n
+    return (var / n) ** 0.5
 
 
 def _now_ms() -> int:
@@ -213,12 +257,18 @@ class Store:
             raise ValueError(f"write_batch: {len(posts)} posts, {len(labels)} labels, {len(probs)} probabilities, {len(topics)} topic lists")
         now = _now_ms()
         with self.transaction() as c:
+            ids = [p.id for p in posts]
+            seen = set()
+            for i in range(0, len(ids), 500):  # which posts are already stored (re-delivered): they change nothing
+                chunk = ids[i : i + 500]
+                seen.update(r[0] for r in c.execute(f"SELECT id FROM posts WHERE id IN ({','.join('?' * len(chunk))})", chunk))
             before = c.total_changes
             c.executemany(
                 "INSERT OR IGNORE INTO posts(id, source, created_ms, text, author, lang, ingested_ms, claimed_ms, quoted_text, is_retweet) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 [(p.id, p.source, p.created_ms, p.text, p.author, p.lang, now, p.claimed_ms, p.quoted_text, int(p.is_retweet)) for p in posts],
             )
             new = c.total_changes - before
+            self._add_rollups(c, [(p, int(l), pr, ts) for p, l, pr, ts in zip(posts, labels, probs, topics) if p.id not in seen])
             c.executemany(
                 "INSERT OR IGNORE INTO scores(post_id, model, label, p_neg, p_neu, p_pos, polarity) VALUES (?,?,?,?,?,?,?)",
                 [(p.id, model, int(l), float(pr[0]), float(pr[1]), float(pr[2]), float(pr[2]) - float(pr[0])) for p, l, pr in zip(posts, labels, probs)],
@@ -241,6 +291,48 @@ class Store:
             "INSERT OR IGNORE INTO rejects(source_key, item_offset, post_id, reason, record, rejected_ms) VALUES (?,?,?,?,?,?)",
             [(key, int(off), p.id, reason[:500], reject_record(p), now) for off, p, reason in rejects],
         )
+
+    @staticmethod
+    def _add_rollups(c, rows) -> None:
+        """Per-minute sums for the dashboard, in the transaction that stores the posts (new posts only)."""
+        acc: dict[tuple, list] = {}
+        for p, label, pr, ts in rows:
+            pol = float(pr[2]) - float(pr[0])
+            for t in dict.fromkeys(ts):
+                a = acc.setdefault((t, p.created_ms // 60000, int(p.is_retweet), int(is_foreign(p.lang))), [0, 0, 0, 0, 0.0, 0.0])
+                a[0] += 1
+                a[1 + label] += 1
+                a[4] += pol
+                a[5] += pol * pol
+        c.executemany(
+            "INSERT INTO rollups(topic, minute, rt, foreign_lang, n, n_neg, n_neu, n_pos, sum_pol, sum_pol2) VALUES (?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(topic, minute, rt, foreign_lang) DO UPDATE SET n = n + excluded.n, n_neg = n_neg + excluded.n_neg, "
+            "n_neu = n_neu + excluded.n_neu, n_pos = n_pos + excluded.n_pos, sum_pol = sum_pol + excluded.sum_pol, sum_pol2 = sum_pol2 + excluded.sum_pol2",
+            [(*k, *v) for k, v in acc.items()],
+        )
+
+    def rebuild_rollups(self) -> None:
+        """Recompute every rollup from the posts (after retention deleted some)."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM rollups")
+            c.execute(
+                "INSERT INTO rollups SELECT m.topic, m.created_ms / 60000, p.is_retweet, " + _FOREIGN_SQL + ", COUNT(*), SUM(s.label = 0), SUM(s.label = 1), "
+                "SUM(s.label = 2), SUM(s.polarity), SUM(s.polarity * s.polarity) FROM matches m JOIN posts p ON p.id = m.post_id "
+                "JOIN scores s ON s.post_id = m.post_id GROUP BY m.topic, m.created_ms / 60000, p.is_retweet, " + _FOREIGN_SQL
+            )
+
+    def add_event(self, kind: str, detail: str, post_ms: int | None = None, end_post_ms: int | None = None) -> None:
+        """A marker for the charts: a model switch, a skipped idle span of a replay."""
+        with self.transaction() as c:
+            c.execute("INSERT INTO events(kind, wall_ms, post_ms, end_post_ms, detail) VALUES (?,?,?,?,?)", (kind, _now_ms(), post_ms, end_post_ms, detail))
+
+    def events(self, start_ms: int | None = None, end_ms: int | None = None) -> list[dict]:
+        q, args = "SELECT kind, wall_ms, post_ms, end_post_ms, detail FROM events", []
+        if start_ms is not None and end_ms is not None:
+            q += " WHERE post_ms IS NULL OR (post_ms < ? AND COALESCE(end_post_ms, post_ms) >= ?)"
+            args = [int(end_ms), int(start_ms)]
+        rows = self.con.execute(q + " ORDER BY id", args).fetchall()
+        return [dict(zip(("kind", "wall_ms", "post_ms", "end_post_ms", "detail"), r)) for r in rows]
 
     @staticmethod
     def _set_offset(c, key: str, offset: int, now: int) -> None:
@@ -333,38 +425,92 @@ class Store:
         row = self.con.execute(q, args).fetchone()
         return None if row[0] is None else (int(row[0]), int(row[1]))
 
-    def aggregates(self, topics: Sequence[str], bucket_ms: int, start_ms: int | None = None, end_ms: int | None = None) -> list[dict]:
-        """Per topic and time bucket: volume, counts per class, mean polarity."""
-        if bucket_ms <= 0:
-            raise ValueError("bucket_ms must be positive")
+    def aggregates(self, topics: Sequence[str], bucket_ms: int, start_ms: int | None = None, end_ms: int | None = None, *, retweets: bool = False, foreign: bool = False) -> list[dict]:
+        """Per topic and time bucket (a whole number of minutes), from the per-minute rollups:
+
+        ``volume`` every matched post; ``retweets`` and ``foreign`` (known language, not English) counts;
+        the opinion figures -- ``n`` posts, ``negative`` / ``neutral`` / ``positive`` counts, mean
+        ``polarity`` and its standard error ``polarity_se`` -- over the posts that count as opinions:
+        by default neither retweets (``retweets=True`` includes them) nor other languages
+        (``foreign=True``). Buckets without any post are absent (the caller shows them as gaps).
+        """
+        if bucket_ms <= 0 or bucket_ms % 60000:
+            raise ValueError("bucket_ms must be a positive whole number of minutes")
         if not topics:
             return []
-        where, args = _window(topics, start_ms, end_ms)
+        bm = bucket_ms // 60000
+        where = [f"topic IN ({','.join('?' * len(topics))})"]
+        args: list = [*topics]
+        if start_ms is not None:
+            where.append("minute >= ?")
+            args.append(int(start_ms) // 60000)
+        if end_ms is not None:
+            where.append("minute < ?")
+            args.append(-(-int(end_ms) // 60000))
+        opinion = "(rt = 0 OR ?) AND (foreign_lang = 0 OR ?)"
         q = f"""
-            SELECT m.topic, (m.created_ms / ?) * ? AS bucket, COUNT(*) AS volume,
-                   SUM(s.label = 0), SUM(s.label = 1), SUM(s.label = 2), AVG(s.polarity)
-            FROM matches m JOIN scores s ON s.post_id = m.post_id
-            WHERE {where}
-            GROUP BY m.topic, bucket ORDER BY m.topic, bucket"""
-        rows = self.con.execute(q, [int(bucket_ms), int(bucket_ms), *args]).fetchall()
-        return [
-            {"topic": t, "bucket_ms": int(b), "volume": int(v), "negative": int(n0), "neutral": int(n1), "positive": int(n2), "polarity": float(p)}
-            for t, b, v, n0, n1, n2, p in rows
-        ]
+            SELECT topic, (minute / ?) * ? AS bucket, SUM(n), SUM(n * rt), SUM(n * foreign_lang),
+                   SUM(CASE WHEN {opinion} THEN n ELSE 0 END), SUM(CASE WHEN {opinion} THEN n_neg ELSE 0 END),
+                   SUM(CASE WHEN {opinion} THEN n_neu ELSE 0 END), SUM(CASE WHEN {opinion} THEN n_pos ELSE 0 END),
+                   SUM(CASE WHEN {opinion} THEN sum_pol ELSE 0 END), SUM(CASE WHEN {opinion} THEN sum_pol2 ELSE 0 END)
+            FROM rollups WHERE {' AND '.join(where)}
+            GROUP BY topic, bucket ORDER BY topic, bucket"""
+        flags = [int(retweets), int(foreign)]
+        rows = self.con.execute(q, [bm, bm, *flags * 6, *args]).fetchall()
+        out = []
+        for t, b, vol, n_rt, n_fo, n, n0, n1, n2, sp, sp2 in rows:
+            out.append({
+                "topic": t, "bucket_ms": int(b) * 60000, "volume": int(vol), "retweets": int(n_rt), "foreign": int(n_fo),
+                "n": int(n), "negative": int(n0), "neutral": int(n1), "positive": int(n2),
+                "polarity": sp / n if n else None, "polarity_se": _polarity_se(n, sp, sp2),
+            })
+        return out
 
-    def posts(self, topics: Sequence[str], start_ms: int | None = None, end_ms: int | None = None, order: str = "recent", limit: int = 50) -> list[dict]:
-        """Posts of the topics in a window: ``order`` = recent | positive | negative."""
+    def totals(self, topics: Sequence[str], start_ms: int | None = None, end_ms: int | None = None) -> dict:
+        """Matched posts, retweets, other-language posts and opinions in a window (summed over the
+        topics: a post matching two topics counts twice), for the counts the dashboard shows."""
+        if not topics:
+            return {"volume": 0, "retweets": 0, "foreign": 0, "n": 0}
+        where = [f"topic IN ({','.join('?' * len(topics))})"]
+        args: list = [*topics]
+        if start_ms is not None:
+            where.append("minute >= ?")
+            args.append(int(start_ms) // 60000)
+        if end_ms is not None:
+            where.append("minute < ?")
+            args.append(-(-int(end_ms) // 60000))
+        row = self.con.execute(f"SELECT COALESCE(SUM(n), 0), COALESCE(SUM(n * rt), 0), COALESCE(SUM(n * foreign_lang), 0), COALESCE(SUM(CASE WHEN rt = 0 AND foreign_lang = 0 THEN n ELSE 0 END), 0) FROM rollups WHERE {' AND '.join(where)}", args).fetchone()
+        return dict(zip(("volume", "retweets", "foreign", "n"), map(int, row)))
+
+    def posts(self, topics: Sequence[str], start_ms: int | None = None, end_ms: int | None = None, order: str = "recent", limit: int = 50,
+              *, labels: Sequence[int] | None = None, search: str | None = None, retweets: bool = True, foreign: bool = True, model: str | None = None) -> list[dict]:
+        """Posts of the topics in a window: ``order`` = recent | positive | negative; optionally only
+        some ``labels`` (0 negative, 1 neutral, 2 positive), texts containing ``search`` (case-
+        insensitive), without retweets or other-language posts, or scored by one ``model``."""
         order_sql = {"recent": "p.created_ms DESC", "positive": "s.polarity DESC, p.created_ms DESC", "negative": "s.polarity ASC, p.created_ms DESC"}[order]
         if not topics:
             return []
         where, args = _window(topics, start_ms, end_ms)
+        if labels is not None:
+            where += f" AND s.label IN ({','.join('?' * len(labels))})" if labels else " AND 0"
+            args += [int(x) for x in labels]
+        if search:
+            where += " AND instr(lower(p.text), ?) > 0"
+            args.append(search.lower())
+        if not retweets:
+            where += " AND p.is_retweet = 0"
+        if not foreign:
+            where += " AND NOT " + _FOREIGN_SQL
+        if model is not None:
+            where += " AND s.model = ?"
+            args.append(model)
         q = f"""
-            SELECT p.id, p.created_ms, p.text, p.author, s.label, s.p_neg, s.p_neu, s.p_pos, s.polarity, group_concat(m.topic, ',')
+            SELECT p.id, p.created_ms, p.text, p.author, p.lang, p.is_retweet, p.quoted_text, s.model, s.label, s.p_neg, s.p_neu, s.p_pos, s.polarity, group_concat(m.topic, ',')
             FROM matches m JOIN posts p ON p.id = m.post_id JOIN scores s ON s.post_id = p.id
             WHERE {where}
             GROUP BY p.id ORDER BY {order_sql} LIMIT ?"""
         rows = self.con.execute(q, [*args, int(limit)]).fetchall()
-        keys = ("id", "created_ms", "text", "author", "label", "p_neg", "p_neu", "p_pos", "polarity", "topics")
+        keys = ("id", "created_ms", "text", "author", "lang", "is_retweet", "quoted_text", "model", "label", "p_neg", "p_neu", "p_pos", "polarity", "topics")
         return [dict(zip(keys, r)) for r in rows]
 
     # ------------------------------------------------------------------ maintenance
@@ -382,5 +528,7 @@ class Store:
         cutoff = int(newest - keep_days * 86_400_000)
         with self.transaction() as c:
             n = c.execute("DELETE FROM posts WHERE created_ms < ?", (cutoff,)).rowcount
+        if n:
+            self.rebuild_rollups()
         self.con.execute("VACUUM")
         return n

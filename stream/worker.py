@@ -14,13 +14,26 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["Worker", "status_path", "write_status"]
+__all__ = ["Worker", "status_path", "write_status", "control_path", "read_control"]
 
 _REPO = Path(__file__).resolve().parents[1]
 
 
 def status_path(db: str | Path) -> Path:
     return Path(str(db) + ".worker.json")
+
+
+def control_path(db: str | Path) -> Path:
+    """What the dashboard asks of a running worker (JSON: {"model": path}); read about once a second."""
+    return Path(str(db) + ".worker.control.json")
+
+
+def read_control(path: Path) -> dict:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}
 
 
 def _pid_path(db: str | Path) -> Path:
@@ -82,6 +95,7 @@ class Worker:
         ``env``: extra environment for the worker process only (the X bearer token goes here, never
         into this process's environment, where every browser session of the dashboard would see it)."""
         self.stop()
+        write_status(control_path(self.db), {"model": str(model)} if model else {})
         cmd = [sys.executable, "-m", "stream", "--db", str(self.db), *source_args, "--quiet", "--status-file", str(status_path(self.db)), "--threads", str(threads)]
         if model:
             cmd += ["--model", str(model)]
@@ -90,6 +104,11 @@ class Worker:
             p = subprocess.Popen(cmd, cwd=_REPO, stdout=log, stderr=subprocess.STDOUT, env=child_env, start_new_session=True)
         _pid_path(self.db).write_text(str(p.pid))
         return p.pid
+
+    def switch_model(self, model: str | Path) -> None:
+        """Ask the running worker to score with ``model`` from now on: it keeps its replay clock
+        (no restart, no re-timing) and marks the switch in the store."""
+        write_status(control_path(self.db), {"model": str(model)})
 
     def signal(self, sig: int) -> bool:
         pid = self._pid()

@@ -60,6 +60,8 @@ def test_filled_store_renders_and_escapes_posts(env):
     _fill(env / "db.sqlite")
     at = _run()
     assert at.title[0].value == "SparsePulse"
+    at.segmented_control(key="view_tab").set_value("Posts")
+    at = _run(at)
     frames = [df.value for df in at.dataframe]
     feed = next(f for f in frames if {"id", "text", "sentiment"} <= set(f.columns))  # the latest-posts feed
     texts = set(feed["text"])
@@ -85,24 +87,33 @@ def test_topic_edits_persist(env):
 
 
 def test_export_contains_what_the_view_shows(env, monkeypatch):
-    """The bytes the Posts (CSV) button serves, read back from Streamlit's media storage: every post of
-    the shown topics in the shown window, formulas neutralised."""
+    """The bytes the Posts (CSV) button serves: the button registers a deferred callable (nothing is
+    built on a live rerun); calling it -- what a click does -- gives every post of the shown topics in
+    the shown window, formulas neutralised."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
     from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
-    served = {}
-    real = MemoryMediaFileStorage.load_and_get_id
+    built, deferred = {}, {}
+    real_load, real_defer = MemoryMediaFileStorage.load_and_get_id, MediaFileManager.add_deferred
 
-    def capture(self, path_or_data, mimetype, kind, filename=None):
-        fid = real(self, path_or_data, mimetype, kind, filename)
-        served[filename] = path_or_data
-        return fid
+    def load(self, path_or_data, mimetype, kind, filename=None):
+        built[filename] = path_or_data
+        return real_load(self, path_or_data, mimetype, kind, filename)
 
-    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", capture)
+    def defer(self, data_callable, mimetype, coordinates, file_name=None, **kw):
+        deferred[file_name] = data_callable
+        return real_defer(self, data_callable, mimetype, coordinates, file_name=file_name, **kw)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", load)
+    monkeypatch.setattr(MediaFileManager, "add_deferred", defer)
     store = _fill(env / "db.sqlite")
     store.write_batch([Post("x:formula", dt.datetime(2016, 11, 21, tzinfo=dt.timezone.utc), '=HYPERLINK("http://evil","apple")')], [1], [[0.1, 0.8, 0.1]], [["apple"]], "test-model")
-    _run()
-    assert "sparsepulse_posts.csv" in served, sorted(served)
-    exported = pd.read_csv(io.BytesIO(served["sparsepulse_posts.csv"]))
+    at = _run()
+    at.segmented_control(key="view_tab").set_value("Export")
+    _run(at)
+    assert not [f for f in built if f and f.startswith("sparsepulse_")]  # nothing built before a click
+    assert {"sparsepulse_posts.csv", "sparsepulse_aggregates.csv", "sparsepulse_posts.parquet"} <= set(deferred)
+    exported = pd.read_csv(io.BytesIO(deferred["sparsepulse_posts.csv"]()))
     shown = store.posts(["apple", "banana"], order="recent", limit=100_000)
     assert len(exported) == len(shown) == 61
     assert set(exported["id"]) == {p["id"] for p in shown}

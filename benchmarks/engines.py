@@ -1,0 +1,93 @@
+"""External engines (ONNX Runtime, DeepSparse) in their own venv, and the batches every engine gets.
+
+Batching protocols (the same batches for every engine, 64 tweets each):
+    sorted    tweets sorted by token length, then cut into batches: what a backfill or any batch
+              scorer does, and what keeps padding (ONNX Runtime, DeepSparse) to a minimum
+    arrival   tweets in file order: what a live stream delivers
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ExternalEngine", "make_batches", "PROTOCOLS", "BATCH"]
+
+BATCH = 64
+PROTOCOLS = ("sorted", "arrival")
+
+
+def make_batches(lengths: np.ndarray, protocol: str, batch: int = BATCH) -> np.ndarray:
+    """Tweet indices per batch, ``(n_batches, batch)``, -1 where the last batch has no tweet."""
+    if protocol == "sorted":
+        order = np.argsort(lengths, kind="stable")
+    elif protocol == "arrival":
+        order = np.arange(len(lengths))
+    else:
+        raise ValueError(f"unknown protocol {protocol!r}")
+    n = -(-len(order) // batch)
+    out = np.full(n * batch, -1, np.int64)
+    out[: len(order)] = order
+    return out.reshape(n, batch)
+
+
+def write_npz(path: str, ids, lengths, latency_idx) -> None:
+    np.savez(path, ids=ids, lengths=lengths, latency_idx=latency_idx, **{f"batches_{p}": make_batches(lengths, p) for p in PROTOCOLS})
+
+
+class ExternalEngine:
+    """A worker process (benchmarks/_worker.py) running one ONNX file in ONNX Runtime or DeepSparse."""
+
+    def __init__(self, name: str, engine: str, onnx_path: str, npz: str, python: str, threads: int, env: dict | None = None):
+        self.name = name
+        env = {**os.environ, "BENCH_THREADS": str(threads), "NM_DISABLE_ANALYTICS": "True", **(env or {})}
+        self.p = subprocess.Popen([python, str(Path(__file__).with_name("_worker.py")), engine, onnx_path, npz], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        ready = self.p.stdout.readline()
+        if not ready:
+            raise RuntimeError(f"{name}: the worker failed to start (see its stderr above)")
+        self.info = json.loads(ready)
+
+    def _ask(self, cmd: str) -> dict:
+        self.p.stdin.write(cmd + "\n")
+        self.p.stdin.flush()
+        line = self.p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name}: the worker died during {cmd!r}")
+        return json.loads(line)
+
+    def throughput(self, protocol: str) -> float:
+        return self._ask(f"throughput {protocol}")["seconds"]
+
+    def latency(self) -> list[float]:
+        return self._ask("latency")["latencies"]
+
+    def predict(self) -> np.ndarray:
+        """Logits of every tweet of the npz, in order."""
+        path = tempfile.mktemp(suffix=".npy")
+        self._ask("predict " + path)
+        try:
+            return np.load(path)
+        finally:
+            os.unlink(path)
+
+    def pause(self) -> None:
+        """Stop the worker process (SIGSTOP) while other engines are measured: engines whose idle
+        threads spin (thread pools waiting for work) would otherwise take CPU from them."""
+        os.kill(self.p.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.p.pid, signal.SIGCONT)
+
+    def close(self) -> None:
+        self.resume()
+        try:
+            self.p.stdin.write("quit\n")
+            self.p.stdin.flush()
+        except OSError:
+            pass
+        self.p.wait(timeout=30)
