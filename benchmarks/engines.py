@@ -47,18 +47,21 @@ class ExternalEngine:
         self.name = name
         env = {**os.environ, "BENCH_THREADS": str(threads), "NM_DISABLE_ANALYTICS": "True", **(env or {})}
         self.p = subprocess.Popen([python, str(Path(__file__).with_name("_worker.py")), engine, onnx_path, npz], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        ready = self.p.stdout.readline()
-        if not ready:
-            raise RuntimeError(f"{name}: the worker failed to start (see its stderr above)")
-        self.info = json.loads(ready)
+        self.info = self._read_json("start")
+
+    def _read_json(self, what: str) -> dict:
+        """The worker's next JSON line; engines print banners on stdout too, those lines are skipped."""
+        while True:
+            line = self.p.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{self.name}: the worker died during {what} (exit {self.p.poll()}; its stderr is above)")
+            if line.lstrip().startswith("{"):
+                return json.loads(line)
 
     def _ask(self, cmd: str) -> dict:
         self.p.stdin.write(cmd + "\n")
         self.p.stdin.flush()
-        line = self.p.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{self.name}: the worker died during {cmd!r}")
-        return json.loads(line)
+        return self._read_json(repr(cmd))
 
     def throughput(self, protocol: str) -> float:
         return self._ask(f"throughput {protocol}")["seconds"]

@@ -4,6 +4,8 @@ Commands (one function each below, ``_cmd_<name>``):
     teacher           fine-tune the dense teacher (resumable; ``--seed`` for ensemble members)
     evaluate          macro recall on validation and the 2017 test set of a run or an exported teacher
     logits            teacher logits on the training pool and the 2017 test set (distillation targets)
+    save-teacher-logits  copy a finished teacher run's logits and metrics to models/teachers/<run>/
+    ensemble          teacher ensemble from committed logits, size and prior correction chosen on validation
     stats             data report and token-length statistics per split
     export-teacher    write models/teacher (fp16 weights, card, metrics, logits)
     student           distil / prune / quantise a student (resumable), then evaluate it
@@ -65,7 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--no-demojize", action="store_true", help="ablation: keep emoji as they are (they become [UNK]); prints only")
 
     lg = sub.add_parser("logits", help="teacher logits on the training pool and the 2017 test set -> run-dir/pool_logits.npz, test_logits.npz")
-    _add_common(lg, "teacher")
+    _add_common(lg, "teacher", run_dir_required=False)
+    lg.add_argument("--model", default=None, help="an exported teacher directory (e.g. models/teacher) instead of a run")
+    lg.add_argument("--out", default=None, help="write the files here (default: the run dir)")
+
+    stl = sub.add_parser("save-teacher-logits", help="copy a finished teacher run's logits and metrics to models/teachers/<run>/ (no weights)")
+    stl.add_argument("run_dir")
+
+    en = sub.add_parser("ensemble", help="ensemble of teachers from committed logits; size and prior correction chosen on validation")
+    en.add_argument("members", nargs="*", help="folders with pool_logits.npz and test_logits.npz (default: models/teacher and models/teachers/*)")
+    en.add_argument("--data", default=None)
+    en.add_argument("--out", default=None, help="also write the JSON here")
 
     stt = sub.add_parser("stats", help="data report (kept / dropped by reason) and token-length statistics per split")
     _add_common(stt, "teacher", run_dir_required=False)
@@ -177,7 +189,40 @@ def _cmd_evaluate(args) -> int:
 def _cmd_logits(args) -> int:
     from .teacher import pool_logits
 
-    pool_logits(_cfg(args), args.run_dir)
+    if not (args.run_dir or args.model):
+        raise ValueError("logits needs --run-dir or --model")
+    pool_logits(_cfg(args), args.run_dir, model_dir=args.model, out_dir=args.out)
+    return 0
+
+
+def _cmd_save_teacher_logits(args) -> int:
+    import shutil
+    from pathlib import Path
+
+    run = Path(args.run_dir)
+    out = Path("models/teachers") / run.name
+    out.mkdir(parents=True, exist_ok=True)
+    for f in ("pool_logits.npz", "test_logits.npz", "metrics.json", "best.json", "config.json", "wall_time.json"):
+        if (run / f).is_file():
+            shutil.copy2(run / f, out / f)
+        elif f in ("pool_logits.npz", "test_logits.npz", "metrics.json"):
+            raise FileNotFoundError(f"{run / f} missing: run evaluate and logits first")
+    print(out)
+    return 0
+
+
+def _cmd_ensemble(args) -> int:
+    import glob
+    from pathlib import Path
+
+    from .ensemble import DEFAULT_MEMBERS, ensemble_report, format_report
+    from .loop import save_json
+
+    folders = args.members or [p for pat in DEFAULT_MEMBERS for p in sorted(glob.glob(pat))]
+    r = ensemble_report(folders, args.data)
+    print(format_report(r))
+    if args.out:
+        save_json(Path(args.out), r)
     return 0
 
 
@@ -352,4 +397,6 @@ _COMMANDS = {
     "save-student": _cmd_save_student,
     "results": _cmd_results,
     "resave-model": _cmd_resave_model,
+    "save-teacher-logits": _cmd_save_teacher_logits,
+    "ensemble": _cmd_ensemble,
 }

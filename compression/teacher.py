@@ -67,20 +67,25 @@ def evaluate_run(cfg: TeacherConfig, run_dir: str | Path | None, model_dir: str 
     return out
 
 
-def pool_logits(cfg: TeacherConfig, run_dir: str | Path) -> Path:
+def pool_logits(cfg: TeacherConfig, run_dir: str | Path, model_dir: str | Path | None = None, out_dir: str | Path | None = None) -> Path:
     """Teacher logits for every tweet of the training pool (train + valid) and of the 2017 test set, keyed by tweet id.
 
     ``pool_logits.npz`` is the distillation target; ``test_logits.npz`` lets ensembles be scored on the
     test set without the weights (only the logits of each seed are committed).
     """
     prep = prepare(cfg)
-    model, params = load_run_params(cfg, run_dir)
+    if model_dir is not None:  # an exported teacher (models/teacher)
+        model, params, _ = load_teacher(model_dir)
+    else:
+        model, params = load_run_params(cfg, run_dir)
+    out = Path(out_dir or run_dir)
+    out.mkdir(parents=True, exist_ok=True)
     splits = {"pool_logits.npz": ("train", "valid"), "test_logits.npz": ("test",)}
     for name, parts in splits.items():
         ids = [x for s in parts for x in prep.ids[s]]
         exs = [e for s in parts for e in prep.data.split(s)]
         logits = predict_logits(model, params, ids, cfg.run.eval_batch_size)
-        path = Path(run_dir) / name
+        path = out / name
         np.savez_compressed(
             path,
             tweet_id=np.asarray([e.id for e in exs], np.int64),
@@ -88,7 +93,7 @@ def pool_logits(cfg: TeacherConfig, run_dir: str | Path) -> Path:
             logits=logits.astype(np.float32),
         )
         print(f"wrote {path}: {logits.shape}")
-    return Path(run_dir) / "pool_logits.npz"
+    return out / "pool_logits.npz"
 
 
 def export_teacher(cfg: TeacherConfig, run_dir: str | Path, out_dir: str | Path) -> Path:

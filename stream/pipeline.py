@@ -87,20 +87,21 @@ class Pipeline:
         model_name: str,
         tracker: Tracker | None = None,
         batch_size: int = 64,
+        max_batch_size: int = 512,
         max_wait_s: float = 0.2,
         queue_size: int = 1024,
         topic_poll_s: float = 1.0,
         on_batch: Callable[[PipelineStats], None] | None = None,
         detect_language: bool = True,
     ):
-        if batch_size <= 0 or queue_size <= 0 or max_wait_s <= 0:
-            raise ValueError("batch_size, queue_size and max_wait_s must be positive")
+        if batch_size <= 0 or queue_size <= 0 or max_wait_s <= 0 or max_batch_size < batch_size:
+            raise ValueError("batch_size, queue_size and max_wait_s must be positive, max_batch_size >= batch_size")
         self.source, self.scorer, self.store = source, scorer, store
         self.model_name = model_name
         self._fixed_tracker = tracker is not None
         self.tracker = tracker or Tracker(store.topics())
         self._topics_version = None if self._fixed_tracker else store.topics_version()
-        self.batch_size, self.max_wait_s, self.topic_poll_s = batch_size, max_wait_s, topic_poll_s
+        self.batch_size, self.max_batch_size, self.max_wait_s, self.topic_poll_s = batch_size, max_batch_size, max_wait_s, topic_poll_s
         self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self.stats = PipelineStats()
         self.on_batch = on_batch
@@ -221,7 +222,10 @@ class Pipeline:
             topics: list[list[str]] = []
             skips: collections.Counter = collections.Counter()
             deadline = None
-            while len(posts) < self.batch_size:
+            # under load the queue backs up: take bigger batches (fewer transactions and calls per
+            # post); a trickle keeps the small batch and its latency
+            target = min(self.max_batch_size, max(self.batch_size, self.queue.qsize()))
+            while len(posts) < target:
                 timeout = 0.1 if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
                     item = self.queue.get(timeout=timeout)

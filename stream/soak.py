@@ -343,14 +343,23 @@ def report(res: dict) -> str:
 
 
 def _check_dashboard(db: Path) -> None:
+    """Render the dashboard (Streamlit AppTest) on ``db``; the environment is restored afterwards."""
     from streamlit.testing.v1 import AppTest
 
+    saved = {k: os.environ.get(k) for k in ("SPARSEPULSE_DB", "SPARSEPULSE_DATA")}
     os.environ["SPARSEPULSE_DB"] = str(db)
     os.environ["SPARSEPULSE_DATA"] = str(db.parent / "no-data")
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
-    at.run()
-    if at.exception:
-        raise RuntimeError(f"the dashboard failed on the soak store: {at.exception}")
+    try:
+        at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
+        at.run()
+        if at.exception:
+            raise RuntimeError(f"the dashboard failed on the soak store: {at.exception}")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def main(argv: list[str] | None = None) -> int:

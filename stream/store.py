@@ -20,7 +20,7 @@ from .tracker import Topic
 
 __all__ = ["Store", "SCHEMA_VERSION", "StoreError"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 #: a rejected record is kept as JSON cut to this many characters
 REJECT_RECORD_CHARS = 4096
 
@@ -122,6 +122,21 @@ _MIGRATIONS: dict[int, str] = {
         detail TEXT NOT NULL
     );
     """,
+    6: """
+    CREATE TABLE rollups_hour (
+        topic TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        rt INTEGER NOT NULL,
+        foreign_lang INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        n_neg INTEGER NOT NULL, n_neu INTEGER NOT NULL, n_pos INTEGER NOT NULL,
+        sum_pol REAL NOT NULL, sum_pol2 REAL NOT NULL,
+        PRIMARY KEY (topic, hour, rt, foreign_lang)
+    );
+    INSERT INTO rollups_hour SELECT topic, minute / 60, rt, foreign_lang, SUM(n), SUM(n_neg), SUM(n_neu), SUM(n_pos), SUM(sum_pol), SUM(sum_pol2)
+        FROM rollups GROUP BY topic, minute / 60, rt, foreign_lang;
+    INSERT OR REPLACE INTO meta(key, value) SELECT 'posts', COUNT(*) FROM posts;
+    """,
 }
 
 
@@ -137,19 +152,6 @@ def reject_record(post: Post) -> str:
 
 #: a rejected post: (item offset in its source, the post, the reason)
 Reject = tuple[int, Post, str]
-
-
-def _window(topics: Sequence[str], start_ms: int | None, end_ms: int | None) -> tuple[str, list]:
-    """SQL condition (on ``matches m``) and arguments for topics in [start_ms, end_ms)."""
-    where = [f"m.topic IN ({','.join('?' * len(topics))})"]
-    args: list = [*topics]
-    if start_ms is not None:
-        where.append("m.created_ms >= ?")
-        args.append(int(start_ms))
-    if end_ms is not None:
-        where.append("m.created_ms < ?")
-        args.append(int(end_ms))
-    return " AND ".join(where), args
 
 
 def _polarity_se(n: int, s1: float, s2: float) -> float | None:
@@ -268,6 +270,7 @@ class Store:
                 [(p.id, p.source, p.created_ms, p.text, p.author, p.lang, now, p.claimed_ms, p.quoted_text, int(p.is_retweet)) for p in posts],
             )
             new = c.total_changes - before
+            c.execute("UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'posts'", (new,))
             self._add_rollups(c, [(p, int(l), pr, ts) for p, l, pr, ts in zip(posts, labels, probs, topics) if p.id not in seen])
             c.executemany(
                 "INSERT OR IGNORE INTO scores(post_id, model, label, p_neg, p_neu, p_pos, polarity) VALUES (?,?,?,?,?,?,?)",
@@ -294,7 +297,8 @@ class Store:
 
     @staticmethod
     def _add_rollups(c, rows) -> None:
-        """Per-minute sums for the dashboard, in the transaction that stores the posts (new posts only)."""
+        """Per-minute and per-hour sums for the dashboard, in the transaction that stores the posts
+        (new posts only): a dashboard rerun reads these, never the posts."""
         acc: dict[tuple, list] = {}
         for p, label, pr, ts in rows:
             pol = float(pr[2]) - float(pr[0])
@@ -304,12 +308,18 @@ class Store:
                 a[1 + label] += 1
                 a[4] += pol
                 a[5] += pol * pol
-        c.executemany(
-            "INSERT INTO rollups(topic, minute, rt, foreign_lang, n, n_neg, n_neu, n_pos, sum_pol, sum_pol2) VALUES (?,?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT(topic, minute, rt, foreign_lang) DO UPDATE SET n = n + excluded.n, n_neg = n_neg + excluded.n_neg, "
-            "n_neu = n_neu + excluded.n_neu, n_pos = n_pos + excluded.n_pos, sum_pol = sum_pol + excluded.sum_pol, sum_pol2 = sum_pol2 + excluded.sum_pol2",
-            [(*k, *v) for k, v in acc.items()],
-        )
+        hours: dict[tuple, list] = {}
+        for (t, minute, rt, fo), v in acc.items():
+            h = hours.setdefault((t, minute // 60, rt, fo), [0, 0, 0, 0, 0.0, 0.0])
+            for i, x in enumerate(v):
+                h[i] += x
+        for table, unit, data in (("rollups", "minute", acc), ("rollups_hour", "hour", hours)):
+            c.executemany(
+                f"INSERT INTO {table}(topic, {unit}, rt, foreign_lang, n, n_neg, n_neu, n_pos, sum_pol, sum_pol2) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                f"ON CONFLICT(topic, {unit}, rt, foreign_lang) DO UPDATE SET n = n + excluded.n, n_neg = n_neg + excluded.n_neg, "
+                "n_neu = n_neu + excluded.n_neu, n_pos = n_pos + excluded.n_pos, sum_pol = sum_pol + excluded.sum_pol, sum_pol2 = sum_pol2 + excluded.sum_pol2",
+                [(*k, *v) for k, v in data.items()],
+            )
 
     def rebuild_rollups(self) -> None:
         """Recompute every rollup from the posts (after retention deleted some)."""
@@ -320,6 +330,9 @@ class Store:
                 "SUM(s.label = 2), SUM(s.polarity), SUM(s.polarity * s.polarity) FROM matches m JOIN posts p ON p.id = m.post_id "
                 "JOIN scores s ON s.post_id = m.post_id GROUP BY m.topic, m.created_ms / 60000, p.is_retweet, " + _FOREIGN_SQL
             )
+            c.execute("DELETE FROM rollups_hour")
+            c.execute("INSERT INTO rollups_hour SELECT topic, minute / 60, rt, foreign_lang, SUM(n), SUM(n_neg), SUM(n_neu), SUM(n_pos), SUM(sum_pol), SUM(sum_pol2) FROM rollups GROUP BY topic, minute / 60, rt, foreign_lang")
+            c.execute("INSERT OR REPLACE INTO meta(key, value) SELECT 'posts', COUNT(*) FROM posts")
 
     def add_event(self, kind: str, detail: str, post_ms: int | None = None, end_post_ms: int | None = None) -> None:
         """A marker for the charts: a model switch, a skipped idle span of a replay."""
@@ -414,16 +427,18 @@ class Store:
         return [dict(zip(keys, r)) for r in rows]
 
     def count_posts(self) -> int:
-        return int(self.con.execute("SELECT COUNT(*) FROM posts").fetchone()[0])
+        """Stored posts (a counter kept in the batches' transactions: no scan of a large table)."""
+        row = self.con.execute("SELECT value FROM meta WHERE key = 'posts'").fetchone()
+        return int(row[0]) if row else int(self.con.execute("SELECT COUNT(*) FROM posts").fetchone()[0])
 
     def time_range(self, topics: Sequence[str] | None = None) -> tuple[int, int] | None:
-        q = "SELECT MIN(created_ms), MAX(created_ms) FROM matches"
-        args: tuple = ()
-        if topics:
-            q += f" WHERE topic IN ({','.join('?' * len(topics))})"
-            args = tuple(topics)
-        row = self.con.execute(q, args).fetchone()
-        return None if row[0] is None else (int(row[0]), int(row[1]))
+        """First and last creation time of the topics' posts (one index lookup per end and topic)."""
+        if not topics:
+            row = self.con.execute("SELECT MIN(created_ms), MAX(created_ms) FROM posts").fetchone()
+            return None if row[0] is None else (int(row[0]), int(row[1]))
+        ends = [self.con.execute("SELECT MIN(created_ms), MAX(created_ms) FROM matches WHERE topic = ?", (t,)).fetchone() for t in topics]
+        ends = [e for e in ends if e[0] is not None]
+        return (min(int(e[0]) for e in ends), max(int(e[1]) for e in ends)) if ends else None
 
     def aggregates(self, topics: Sequence[str], bucket_ms: int, start_ms: int | None = None, end_ms: int | None = None, *, retweets: bool = False, foreign: bool = False) -> list[dict]:
         """Per topic and time bucket (a whole number of minutes), from the per-minute rollups:
@@ -438,80 +453,126 @@ class Store:
             raise ValueError("bucket_ms must be a positive whole number of minutes")
         if not topics:
             return []
-        bm = bucket_ms // 60000
+        hourly = bucket_ms % 3_600_000 == 0 and (start_ms is None or start_ms % 3_600_000 == 0) and (end_ms is None or end_ms % 3_600_000 == 0)
+        table, unit, unit_ms = ("rollups_hour", "hour", 3_600_000) if hourly else ("rollups", "minute", 60000)
+        bm = bucket_ms // unit_ms
         where = [f"topic IN ({','.join('?' * len(topics))})"]
         args: list = [*topics]
         if start_ms is not None:
-            where.append("minute >= ?")
-            args.append(int(start_ms) // 60000)
+            where.append(f"{unit} >= ?")
+            args.append(int(start_ms) // unit_ms)
         if end_ms is not None:
-            where.append("minute < ?")
-            args.append(-(-int(end_ms) // 60000))
+            where.append(f"{unit} < ?")
+            args.append(-(-int(end_ms) // unit_ms))
         opinion = "(rt = 0 OR ?) AND (foreign_lang = 0 OR ?)"
         q = f"""
-            SELECT topic, (minute / ?) * ? AS bucket, SUM(n), SUM(n * rt), SUM(n * foreign_lang),
+            SELECT topic, ({unit} / ?) * ? AS bucket, SUM(n), SUM(n * rt), SUM(n * foreign_lang),
                    SUM(CASE WHEN {opinion} THEN n ELSE 0 END), SUM(CASE WHEN {opinion} THEN n_neg ELSE 0 END),
                    SUM(CASE WHEN {opinion} THEN n_neu ELSE 0 END), SUM(CASE WHEN {opinion} THEN n_pos ELSE 0 END),
                    SUM(CASE WHEN {opinion} THEN sum_pol ELSE 0 END), SUM(CASE WHEN {opinion} THEN sum_pol2 ELSE 0 END)
-            FROM rollups WHERE {' AND '.join(where)}
+            FROM {table} WHERE {' AND '.join(where)}
             GROUP BY topic, bucket ORDER BY topic, bucket"""
         flags = [int(retweets), int(foreign)]
         rows = self.con.execute(q, [bm, bm, *flags * 6, *args]).fetchall()
         out = []
         for t, b, vol, n_rt, n_fo, n, n0, n1, n2, sp, sp2 in rows:
             out.append({
-                "topic": t, "bucket_ms": int(b) * 60000, "volume": int(vol), "retweets": int(n_rt), "foreign": int(n_fo),
+                "topic": t, "bucket_ms": int(b) * unit_ms, "volume": int(vol), "retweets": int(n_rt), "foreign": int(n_fo),
                 "n": int(n), "negative": int(n0), "neutral": int(n1), "positive": int(n2),
                 "polarity": sp / n if n else None, "polarity_se": _polarity_se(n, sp, sp2),
             })
         return out
 
     def totals(self, topics: Sequence[str], start_ms: int | None = None, end_ms: int | None = None) -> dict:
-        """Matched posts, retweets, other-language posts and opinions in a window (summed over the
-        topics: a post matching two topics counts twice), for the counts the dashboard shows."""
+        """Matched posts, retweets, other-language posts and opinions in [start_ms, end_ms) (summed
+        over the topics: a post matching two topics counts twice), for the counts the dashboard shows.
+        Whole hours come from the hourly rollups, the partial hours at the edges from the minutes."""
+        out = {"volume": 0, "retweets": 0, "foreign": 0, "n": 0}
         if not topics:
-            return {"volume": 0, "retweets": 0, "foreign": 0, "n": 0}
-        where = [f"topic IN ({','.join('?' * len(topics))})"]
-        args: list = [*topics]
-        if start_ms is not None:
-            where.append("minute >= ?")
-            args.append(int(start_ms) // 60000)
-        if end_ms is not None:
-            where.append("minute < ?")
-            args.append(-(-int(end_ms) // 60000))
-        row = self.con.execute(f"SELECT COALESCE(SUM(n), 0), COALESCE(SUM(n * rt), 0), COALESCE(SUM(n * foreign_lang), 0), COALESCE(SUM(CASE WHEN rt = 0 AND foreign_lang = 0 THEN n ELSE 0 END), 0) FROM rollups WHERE {' AND '.join(where)}", args).fetchone()
-        return dict(zip(("volume", "retweets", "foreign", "n"), map(int, row)))
+            return out
+        lo_m = None if start_ms is None else int(start_ms) // 60000
+        hi_m = None if end_ms is None else -(-int(end_ms) // 60000)
+        lo_h = None if lo_m is None else -(-lo_m // 60)  # first whole hour
+        hi_h = None if hi_m is None else hi_m // 60  # end of the last whole hour
+        if lo_h is not None and hi_h is not None and lo_h >= hi_h:  # no whole hour inside: minutes only
+            parts = [("rollups", "minute", lo_m, hi_m)]
+        else:
+            parts = [("rollups_hour", "hour", lo_h, hi_h)]
+            if lo_m is not None:
+                parts.append(("rollups", "minute", lo_m, lo_h * 60))
+            if hi_m is not None:
+                parts.append(("rollups", "minute", hi_h * 60, hi_m))
+        for table, unit, a, b in parts:
+            if a is not None and b is not None and a >= b:
+                continue
+            where = [f"topic IN ({','.join('?' * len(topics))})"]
+            args: list = [*topics]
+            if a is not None:
+                where.append(f"{unit} >= ?")
+                args.append(a)
+            if b is not None:
+                where.append(f"{unit} < ?")
+                args.append(b)
+            row = self.con.execute(f"SELECT COALESCE(SUM(n), 0), COALESCE(SUM(n * rt), 0), COALESCE(SUM(n * foreign_lang), 0), COALESCE(SUM(CASE WHEN rt = 0 AND foreign_lang = 0 THEN n ELSE 0 END), 0) FROM {table} WHERE {' AND '.join(where)}", args).fetchone()
+            for k, v in zip(out, row):
+                out[k] += int(v)
+        return out
+
+    #: "positive" / "negative" order the latest this many posts of the window by polarity
+    RANKED_POOL = 5000
 
     def posts(self, topics: Sequence[str], start_ms: int | None = None, end_ms: int | None = None, order: str = "recent", limit: int = 50,
               *, labels: Sequence[int] | None = None, search: str | None = None, retweets: bool = True, foreign: bool = True, model: str | None = None) -> list[dict]:
-        """Posts of the topics in a window: ``order`` = recent | positive | negative; optionally only
-        some ``labels`` (0 negative, 1 neutral, 2 positive), texts containing ``search`` (case-
-        insensitive), without retweets or other-language posts, or scored by one ``model``."""
-        order_sql = {"recent": "p.created_ms DESC", "positive": "s.polarity DESC, p.created_ms DESC", "negative": "s.polarity ASC, p.created_ms DESC"}[order]
+        """Posts of the topics in a window, newest first (``order="recent"``), or the most positive /
+        negative among the latest ``RANKED_POOL`` of them; optionally only some ``labels`` (0 negative,
+        1 neutral, 2 positive), texts containing ``search`` (case-insensitive), without retweets or
+        other-language posts, or scored by one ``model``. Each topic is read newest-first along its
+        (topic, time) index and the read stops at the limit: no scan of a large store."""
+        if order not in ("recent", "positive", "negative"):
+            raise ValueError(f"unknown order {order!r}")
         if not topics:
             return []
-        where, args = _window(topics, start_ms, end_ms)
+        cond, args = ["m.topic = ?"], []
+        if start_ms is not None:
+            cond.append("m.created_ms >= ?")
+            args.append(int(start_ms))
+        if end_ms is not None:
+            cond.append("m.created_ms < ?")
+            args.append(int(end_ms))
         if labels is not None:
-            where += f" AND s.label IN ({','.join('?' * len(labels))})" if labels else " AND 0"
+            cond.append(f"s.label IN ({','.join('?' * len(labels))})" if labels else "0")
             args += [int(x) for x in labels]
         if search:
-            where += " AND instr(lower(p.text), ?) > 0"
+            cond.append("instr(lower(p.text), ?) > 0")
             args.append(search.lower())
         if not retweets:
-            where += " AND p.is_retweet = 0"
+            cond.append("p.is_retweet = 0")
         if not foreign:
-            where += " AND NOT " + _FOREIGN_SQL
+            cond.append("NOT " + _FOREIGN_SQL)
         if model is not None:
-            where += " AND s.model = ?"
+            cond.append("s.model = ?")
             args.append(model)
+        n = int(limit) if order == "recent" else max(int(limit), self.RANKED_POOL)
         q = f"""
-            SELECT p.id, p.created_ms, p.text, p.author, p.lang, p.is_retweet, p.quoted_text, s.model, s.label, s.p_neg, s.p_neu, s.p_pos, s.polarity, group_concat(m.topic, ',')
-            FROM matches m JOIN posts p ON p.id = m.post_id JOIN scores s ON s.post_id = p.id
-            WHERE {where}
-            GROUP BY p.id ORDER BY {order_sql} LIMIT ?"""
-        rows = self.con.execute(q, [*args, int(limit)]).fetchall()
+            SELECT p.id, p.created_ms, p.text, p.author, p.lang, p.is_retweet, p.quoted_text, s.model, s.label, s.p_neg, s.p_neu, s.p_pos, s.polarity
+            FROM matches m JOIN posts p ON p.id = m.post_id JOIN scores s ON s.post_id = m.post_id
+            WHERE {' AND '.join(cond)} ORDER BY m.created_ms DESC LIMIT ?"""
+        found: dict[str, tuple] = {}
+        for t in topics:
+            for r in self.con.execute(q, [t, *args, n]):
+                found.setdefault(r[0], r)
+        rows = sorted(found.values(), key=lambda r: -r[1])[:n]
+        if order != "recent":
+            rows = sorted(rows, key=lambda r: (-r[12] if order == "positive" else r[12], -r[1]))
+        rows = rows[: int(limit)]
+        tags: dict[str, list[str]] = {}
+        ids = [r[0] for r in rows]
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            for pid, topic in self.con.execute(f"SELECT post_id, topic FROM matches WHERE post_id IN ({','.join('?' * len(chunk))}) AND topic IN ({','.join('?' * len(topics))})", [*chunk, *topics]):
+                tags.setdefault(pid, []).append(topic)
         keys = ("id", "created_ms", "text", "author", "lang", "is_retweet", "quoted_text", "model", "label", "p_neg", "p_neu", "p_pos", "polarity", "topics")
-        return [dict(zip(keys, r)) for r in rows]
+        return [dict(zip(keys, (*r, ",".join(sorted(tags.get(r[0], [])))))) for r in rows]
 
     # ------------------------------------------------------------------ maintenance
     def retain(self, keep_days: float) -> int:

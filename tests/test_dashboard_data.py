@@ -136,3 +136,25 @@ def test_model_switch_keeps_the_replay_clock(tmp_path, synthetic_model_dir):
     assert "other-model" in ev["detail"] and ev["post_ms"] >= clock_before - 60_000
     models = {r[0] for r in store.con.execute("SELECT DISTINCT model FROM scores")}
     assert models == {synthetic_model_dir.name, "other-model"}
+
+
+def test_hourly_and_minute_rollups_agree(tmp_path):
+    """Whole-hour buckets read the hourly rollups, others the minute ones; totals over any window
+    (whole hours inside, minutes at the edges) equal a count of the posts themselves."""
+    store = Store(tmp_path / "db.sqlite")
+    rng = np.random.default_rng(1)
+    minutes = np.sort(rng.integers(0, 6 * 60, 500))
+    posts = [Post(f"x:{i}", T0 + dt.timedelta(minutes=int(m), seconds=int(rng.integers(0, 60))), "apple", lang=("fr" if i % 9 == 0 else None), is_retweet=(i % 7 == 0)) for i, m in enumerate(minutes)]
+    _write(store, posts, [int(x) for x in rng.integers(0, 3, len(posts))])
+    t0 = int(T0.timestamp() * 1000)
+    hourly = store.aggregates(["apple"], H, t0, t0 + 6 * H)
+    by_minutes = store.aggregates(["apple"], H, t0 + 60_000 - 60_000, t0 + 6 * H + 60_000 - 60_000)  # hour-aligned: hourly table
+    fifteen = store.aggregates(["apple"], 900_000, t0, t0 + 6 * H)
+    assert hourly == by_minutes
+    assert sum(r["volume"] for r in hourly) == sum(r["volume"] for r in fifteen) == 500
+    for lo, hi in [(t0 + 7 * 60_000, t0 + 5 * H + 13 * 60_000), (t0 + 10 * 60_000, t0 + 40 * 60_000), (None, None), (t0 + H, None)]:
+        ids_in = [p for p in posts if (lo is None or p.created_ms >= lo // 60000 * 60000) and (hi is None or p.created_ms < -(-hi // 60000) * 60000)]
+        tot = store.totals(["apple"], lo, hi)
+        assert tot["volume"] == len(ids_in), (lo, hi)
+        assert tot["retweets"] == sum(p.is_retweet for p in ids_in) and tot["foreign"] == sum(p.lang == "fr" for p in ids_in)
+    assert store.count_posts() == 500
