@@ -14,7 +14,7 @@ if "autostarted" not in st.session_state:  # first visit: replay the default fil
     default = app_ui.default_replay_file()
     models = app_ui.list_models()
     if default and models and not worker.running and store.count_posts() == 0:
-        worker.start(["replay", str(default), "--speed", "1440", "--max-idle", str(app_ui.DEMO_MAX_IDLE_S)], model=str(models[0]))
+        worker.start(["replay", str(default), "--speed", str(app_ui.DEMO_SPEED), "--max-idle", str(app_ui.DEMO_MAX_IDLE_S)], model=str(models[0]))
 
 if store.count_posts() == 0 and not worker.running and app_ui.default_replay_file() is None:
     app_ui.onboarding()

@@ -28,7 +28,7 @@ FOREIGN = ["Le président parle ce soir à la télévision nationale", "Der Prä
 
 def _fixture_tweets(path: Path, n=300) -> None:
     """X API v2 tweets (JSON lines, at the demo's default replay path) about the default topics,
-    2 minutes apart, with a 12-hour hole after the first half (an empty stretch the charts must
+    30 seconds apart, with a 12-hour hole after the first half (an empty stretch the charts must
     show as a gap), some native retweets and some posts in other languages."""
     import json
 
@@ -37,7 +37,7 @@ def _fixture_tweets(path: Path, n=300) -> None:
     topics = ["Trump", "Obama", "Clinton", "Thanksgiving", "Putin"]
     lines = []
     for i in range(n):
-        t = base + i * 120 + (12 * 3600 if i >= n // 2 else 0)
+        t = base + i * 30 + (12 * 3600 if i >= n // 2 else 0)
         tweet = {"id": str(800000000000000000 + i), "text": f"{topics[i % 5]} is {words[i % 6]} today #{i}", "created_at": t, "author_id": f"u{i % 7}"}
         if i % 10 == 3:
             tweet["text"] = f"RT @someone: {topics[i % 5]} is {words[i % 6]} today #{i}"
