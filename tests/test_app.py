@@ -118,3 +118,66 @@ def test_export_contains_what_the_view_shows(env, monkeypatch):
     assert len(exported) == len(shown) == 61
     assert set(exported["id"]) == {p["id"] for p in shown}
     assert set(exported["text"]) == {("'" + p["text"]) if p["text"].startswith("=") else p["text"] for p in shown}
+
+
+# ------------------------------------------------------------------ dashboard issue findings
+def test_file_watcher_is_off():
+    import tomllib
+
+    cfg = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
+    assert cfg["server"]["fileWatcherType"] == "none" and cfg["server"]["runOnSave"] is False
+
+
+def test_a_new_session_shows_the_running_model(env, monkeypatch, tmp_path):
+    """The model list of a fresh browser session defaults to the model the worker runs, not the first."""
+    import json as _json
+    import shutil
+
+    import stream.worker
+    from stream.worker import status_path
+
+    models = tmp_path / "models"
+    for name in ("aaa-int8", "zzz-int8"):
+        (models / name).mkdir(parents=True)
+        (models / name / "model.safetensors").write_bytes(b"x")
+    monkeypatch.setenv("SPARSEPULSE_MODELS", str(models))
+    _fill(env / "db.sqlite")
+    status_path(env / "db.sqlite").write_text(_json.dumps({"model": "zzz-int8", "model_path": str(models / "zzz-int8"), "state": "running"}))
+    monkeypatch.setattr(stream.worker.Worker, "running", property(lambda self: True))
+    monkeypatch.setattr(stream.worker.Worker, "switch_model", lambda self, m: pytest.fail("no switch was asked for"))
+    at = _run()
+    assert Path(at.sidebar.selectbox(key="model").value).name == "zzz-int8"
+
+
+def test_posts_table_is_readable():
+    import app_ui
+
+    rows = [{"id": "x:1460323737035677698", "created_ms": 1479900000000, "text": "t", "author": None, "lang": "en", "is_retweet": 0, "quoted_text": None, "model": "m", "label": 2, "p_neg": 0.1, "p_neu": 0.1, "p_pos": 0.8, "polarity": 0.7, "topics": "a"},
+            {"id": "bsky:at://did:plc:abc/app.bsky.feed.post/3k", "created_ms": 1479900060000, "text": "u", "author": None, "lang": None, "is_retweet": 0, "quoted_text": None, "model": "m", "label": 0, "p_neg": 0.8, "p_neu": 0.1, "p_pos": 0.1, "polarity": -0.7, "topics": "a"}]
+    df = app_ui._posts_table(rows)
+    assert list(df["time"]) == ["2016-11-23 11:20", "2016-11-23 11:21"]  # human times, not "...:02.740000+00:00"
+    assert "author" not in df.columns  # no column of "None"
+    assert list(df["link"]) == ["https://x.com/i/web/status/1460323737035677698", "https://bsky.app/profile/did:plc:abc/post/3k"]
+    rows[0]["author"] = "alice"
+    assert "author" in app_ui._posts_table(rows).columns
+
+
+def test_reads_go_through_one_read_only_store(env):
+    import app_ui
+
+    _fill(env / "db.sqlite")
+    a, b = app_ui.ro_store(str(env / "db.sqlite")), app_ui.ro_store(str(env / "db.sqlite"))
+    assert a is b and a.readonly  # cached per server, opened read-only
+    with pytest.raises(Exception):
+        a.save_topic(Topic.parse("nope", "nope"))
+
+
+def test_every_topic_keeps_its_place_in_the_per_topic_view(env):
+    """A topic without posts yet still gets its (empty) charts, so charts do not jump between columns."""
+    store = _fill(env / "db.sqlite")
+    store.save_topic(Topic.parse("cherry", "cherry"))  # no posts
+    at = _run()
+    at.segmented_control(key="view_tab").set_value("Per topic")
+    at = _run(at)
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 3 * 3  # polarity, shares, volume for apple, banana and cherry
