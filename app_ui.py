@@ -39,8 +39,9 @@ BUCKETS = {"15 min": 900_000, "1 hour": 3_600_000, "6 hours": 21_600_000, "1 day
 COLORS = {"negative": "#d62728", "neutral": "#9e9e9e", "positive": "#2ca02c"}
 VIEWS = ("Overview", "Per topic", "Posts", "Alerts", "Export")
 RANGES = {"All data": None, "Last day": 86_400_000, "Last 3 days": 3 * 86_400_000, "Custom": -1}
-#: the demo replay waits at most this long for the next post (the SemEval file has a 9-day gap)
-DEMO_MAX_IDLE_S = 5.0
+#: the demo replay waits at most this long for the next post (the SemEval file has a 7-day gap;
+#: at 360x a 20-s cap compresses only gaps of more than 2 hours of post time)
+DEMO_MAX_IDLE_S = 20.0
 #: the demo replay's speed: six hours of post time per minute (the SemEval-2017 test tweets, out of
 #: chronological order in their file, cover about three days once the gap is skipped: ~12 minutes)
 DEMO_SPEED = 360
