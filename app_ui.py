@@ -478,11 +478,11 @@ def _overview(series: dict[str, list[dict]], view: dict, domain: list) -> None:
     cols = st.columns(max(1, len(heads)))
     span = f"last {view['window']} bucket(s)"
     for c, h in zip(cols, heads):
-        net = "no opinions" if h["net"] is None else f"{h['net']:+.2f}"
+        net = "–" if h["net"] is None else f"{h['net']:+.2f}"
         delta = None if h["change"] is None else f"{h['change']:+.2f} vs previous"
         sov = "-" if h["share_of_voice"] is None else f"{100 * h['share_of_voice']:.0f}%"
         c.metric(h["topic"], net, delta, help=f"Net sentiment (mean positive − negative probability) over the {span}, {h['opinions']} opinions; change against the {view['window']} bucket(s) before.")
-        c.caption(f"{h['volume']:,} posts · share of voice {sov}")
+        c.caption(f"{h['volume']:,} posts · share of voice {sov}" + ("" if h["net"] is not None else " · no opinions in the window"))
     vol = pd.DataFrame([{"bucket_ms": r["bucket_ms"], "topic": t, "volume": r["volume"], "polarity": r["polarity"]} for t, rows in series.items() for r in rows])
     if not vol.empty:
         vol["time"] = pd.to_datetime(vol["bucket_ms"], unit="ms", utc=True)
