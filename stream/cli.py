@@ -60,7 +60,7 @@ def _run(args, make_source) -> int:
     src = make_source(store)
     model_dir = Path(args.model) if args.model else default_model_dir()
     scorer = Scorer(model_dir, threads=args.threads)
-    pipe = Pipeline(src, scorer, store, model_name=model_dir.name, batch_size=args.batch_size, max_wait_s=args.max_wait_ms / 1000)
+    pipe = Pipeline(src, scorer, store, model_name=model_dir.name, batch_size=args.batch_size, max_batch_size=max(args.batch_size, args.max_batch_size), max_wait_s=args.max_wait_ms / 1000)
     signal.signal(signal.SIGTERM, lambda *_: pipe.stop.set())
     pacer = getattr(src, "pacer", None)
     if pacer is not None:  # the dashboard pauses / resumes a replay with SIGUSR1 / SIGUSR2
@@ -225,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--model", default=None, help="model directory (default: the smallest shipped model)")
         p.add_argument("--threads", type=int, default=0, help="scoring threads (0 = all cores)")
         p.add_argument("--batch-size", type=int, default=64, help="micro-batch size (default: %(default)s)")
+        p.add_argument("--max-batch-size", type=int, default=512, help="when the queue backs up, batches grow up to this size (default: %(default)s)")
         p.add_argument("--max-wait-ms", type=float, default=200.0, help="close a micro-batch after this long (default: %(default)s)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.add_argument("--status-file", default=None, help="write pipeline stats here as JSON about once a second (the dashboard reads it)")

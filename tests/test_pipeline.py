@@ -129,7 +129,7 @@ def test_kill_9_and_restart_store_every_post_once(tmp_path, synthetic_model_dir)
     f = _v2_file(tmp_path / "big.jsonl", n, dirty_every=97)
     db = tmp_path / "db.sqlite"
     _store_with_topics(db).close()
-    cmd = [sys.executable, "-m", "stream", "--db", str(db), "replay", str(f), "--model", str(synthetic_model_dir), "--quiet", "--batch-size", "8", "--threads", "1"]
+    cmd = [sys.executable, "-m", "stream", "--db", str(db), "replay", str(f), "--model", str(synthetic_model_dir), "--quiet", "--batch-size", "8", "--max-batch-size", "8", "--threads", "1"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     kills = 0
     for _ in range(3):  # kill it mid-replay a few times
