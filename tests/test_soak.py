@@ -7,7 +7,7 @@ from stream.soak import report, run_soak, verify
 
 
 def test_short_soak_with_kills_is_exact_and_the_dashboard_renders(tmp_path, synthetic_model_dir):
-    res = run_soak(tmp_path / "soak", records=8000, minutes=4, hostile=0.08, kill_min=1.0, kill_max=3.0, seed=3, model=synthetic_model_dir, log=lambda *_: None)
+    res = run_soak(tmp_path / "soak", records=30000, minutes=4, hostile=0.08, kill_min=0.8, kill_max=2.0, seed=3, model=synthetic_model_dir, log=lambda *_: None)
     print(report(res))
     assert res["ok"], report(res)
     assert res["kills"] >= 1 and res["lost"] == 0 and res["duplicated"] == 0
