@@ -1,28 +1,28 @@
-"""SparsePulse dashboard: `streamlit run app.py` (or `make run`). Logic lives in app_ui.py."""
+"""SparsePulse dashboard: `streamlit run app.py` (or `make run`). Logic lives in stream/dashboard.py."""
 import streamlit as st
 
-import app_ui
+from stream import dashboard as ui
 from stream.worker import Worker
 
 st.set_page_config(page_title="SparsePulse", layout="wide")
-store = app_ui.ro_store(str(app_ui.db_path()))
-worker = Worker(app_ui.db_path())
-view = app_ui.sidebar(store, worker)
+store = ui.ro_store(str(ui.db_path()))
+worker = Worker(ui.db_path())
+view = ui.sidebar(store, worker)
 
 if "autostarted" not in st.session_state:  # first visit: replay the default file if there is one
     st.session_state.autostarted = True
-    default = app_ui.default_replay_file()
-    models = app_ui.list_models()
+    default = ui.default_replay_file()
+    models = ui.list_models()
     if default and models and not worker.running and store.count_posts() == 0:
-        worker.start(["replay", str(default), "--speed", str(app_ui.DEMO_SPEED), "--max-idle", str(app_ui.DEMO_MAX_IDLE_S)], model=str(models[0]))
+        worker.start(ui.demo_replay_args(default), model=str(models[0]))
 
-if store.count_posts() == 0 and not worker.running and app_ui.default_replay_file() is None:
-    app_ui.onboarding()
+if store.count_posts() == 0 and not worker.running and ui.default_replay_file() is None:
+    ui.onboarding()
 else:
     st.title("SparsePulse")
 
     @st.fragment(run_every="2s")
     def live():
-        app_ui.dashboard(store, worker, view)
+        ui.dashboard(store, worker, view)
 
     live()

@@ -8,10 +8,11 @@ bucket has at least ``min_volume`` posts. Consecutive alert buckets of the same 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Sequence
 
-__all__ = ["Alert", "rolling_mean", "detect_shifts", "series_by_topic", "bucket_grid", "fill_gaps", "headline", "Z95"]
+import numpy as np
+
+__all__ = ["Alert", "detect_shifts", "series_by_topic", "bucket_grid", "fill_gaps", "headline", "Z95"]
 
 #: two-sided 95% normal quantile, for the polarity bands
 Z95 = 1.959964
@@ -28,17 +29,6 @@ class Alert:
     @property
     def direction(self) -> str:
         return "up" if self.z > 0 else "down"
-
-
-def rolling_mean(xs: Sequence[float], k: int) -> list[float]:
-    """Trailing mean over up to ``k`` values (the first values use what exists)."""
-    out, acc = [], 0.0
-    for i, x in enumerate(xs):
-        acc += x
-        if i >= k:
-            acc -= xs[i - k]
-        out.append(acc / min(i + 1, k))
-    return out
 
 
 def bucket_grid(start_ms: int, end_ms: int, bucket_ms: int) -> list[int]:
@@ -89,24 +79,31 @@ def series_by_topic(rows: Sequence[dict]) -> dict[str, list[dict]]:
 def detect_shifts(rows: Sequence[dict], *, smooth: int = 3, window: int = 12, z: float = 3.0, min_volume: int = 5, min_std: float = 0.02, closed_before_ms: int | None = None) -> list[Alert]:
     """Alerts from ``Store.aggregates`` rows (any number of topics). ``closed_before_ms``: only
     buckets that start before it count (the bucket still filling up would make alerts flicker
-    as its posts arrive); buckets without opinions are left out."""
+    as its posts arrive); buckets without opinions are left out. Vectorised per topic (a month of
+    15-minute buckets is 2,880 per topic, scored on every 2-s rerun)."""
     if smooth < 1 or window < 2 or z <= 0:
         raise ValueError("smooth >= 1, window >= 2 and z > 0 are required")
     alerts: list[Alert] = []
     rows = [r for r in rows if r.get("polarity") is not None and (closed_before_ms is None or r["bucket_ms"] < closed_before_ms)]
     for topic, series in series_by_topic(rows).items():
-        pol = rolling_mean([r["polarity"] for r in series], smooth)
-        last_sign = 0
-        for i in range(window, len(series)):
-            prev = pol[i - window : i]
-            mu = sum(prev) / window
-            sd = max(math.sqrt(sum((p - mu) ** 2 for p in prev) / (window - 1)), min_std)
-            score = (pol[i] - mu) / sd
-            sign = 1 if score > 0 else -1
-            if abs(score) >= z and series[i].get("n", series[i]["volume"]) >= min_volume:
-                if sign != last_sign:
-                    alerts.append(Alert(topic, series[i]["bucket_ms"], pol[i], mu, score))
-                last_sign = sign
-            else:
-                last_sign = 0
+        if len(series) <= window:
+            continue
+        raw = np.array([r["polarity"] for r in series], dtype=np.float64)
+        csum = np.concatenate(([0.0], np.cumsum(raw)))
+        idx = np.arange(len(raw))
+        lo = np.maximum(idx + 1 - smooth, 0)
+        pol = (csum[idx + 1] - csum[lo]) / (idx + 1 - lo)  # trailing mean over up to ``smooth`` buckets
+        prev = np.lib.stride_tricks.sliding_window_view(pol, window)[:-1]  # the ``window`` buckets before each i >= window
+        mu = prev.mean(axis=1)
+        sd = np.maximum(prev.std(axis=1, ddof=1), min_std)
+        score = (pol[window:] - mu) / sd
+        vol = np.array([r.get("n", r["volume"]) for r in series[window:]])
+        hit = (np.abs(score) >= z) & (vol >= min_volume)
+        sign = np.where(score > 0, 1, -1)
+        # a run of alert buckets of one sign is one alert (at its first bucket)
+        before = np.concatenate(([False], hit[:-1]))
+        sign_before = np.concatenate(([0], sign[:-1]))
+        for j in np.flatnonzero(hit & ~(before & (sign == sign_before))):
+            i = window + int(j)
+            alerts.append(Alert(topic, series[i]["bucket_ms"], float(pol[i]), float(mu[j]), float(score[j])))
     return sorted(alerts, key=lambda a: a.bucket_ms)

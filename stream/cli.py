@@ -29,7 +29,10 @@ def _parse_topic(spec: str):
     if "=" not in spec:
         raise argparse.ArgumentTypeError(f"--topic {spec!r}: expected NAME=term,term,...")
     name, terms = spec.split("=", 1)
-    return Topic.parse(name, terms)
+    try:
+        return Topic.parse(name, terms)
+    except ValueError as e:  # argparse would print only "invalid _parse_topic value"
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _parse_map(spec: str) -> dict[str, str]:
@@ -89,8 +92,8 @@ def _run(args, make_source) -> int:
         st = pipe.stats
     if bar is not None:
         bar.close()
-    if args.status_file:
-        callbacks[0](st, force=True)
+    if args.status_file:  # the last word: a worker that ends without it died (the dashboard says so)
+        callbacks[0](st, force=True, final=True)
     d = st.as_dict()
     print(f"items {d['items']}  posts {d['posts']}  matched {d['matched']}  stored new {d['stored']}  rejected {d['rejected']}  unmatched {d['unmatched']}")
     print("skipped: " + (", ".join(f"{k}={v}" for k, v in sorted(d["skipped"].items())) or "none"))
@@ -122,7 +125,7 @@ def _status_writer(args, src, scorer, pipe, store, model_dir):
         c = pacer.clock() if pacer is not None else None
         return int(c * 1000) if c is not None else None
 
-    def write(st, force=False):
+    def write(st, force=False, final=False):
         if not force and _time.monotonic() - state["last"] < 1.0:
             return
         state["last"] = _time.monotonic()
@@ -145,23 +148,32 @@ def _status_writer(args, src, scorer, pipe, store, model_dir):
             state["skips_reported"] = len(pacer.skipped)
         sc = state["scorer"]
         d = st.as_dict()
-        run_state = "finished" if d["finished"] else ("paused" if pacer is not None and pacer.paused else ("idle" if (pacer is not None and pacer.next_due is not None and d["queue_depth"] == 0) else "running"))
+        run_state = "finished" if d["finished"] else ("paused" if pacer is not None and pacer.paused else ("idle" if (pacer is not None and d["queue_depth"] == 0 and _idle_for(pacer) > 1.0) else "running"))
         write_status(Path(args.status_file), {
             **d, "state": run_state, "source": src.name, "source_errors": list(getattr(src, "rule_errors", []) or []),
             "model": state["model"].name, "model_path": str(state["model"]), "model_bytes": sc.model_bytes, "kernel": sc.kernel_name,
             "paused": bool(pacer and pacer.paused), "scorer": sc.stats(), "switch_error": state["switch_error"],
-            "clock_ms": clock_ms(), "speed": pacer.speed if pacer is not None else None,
+            "clock_ms": clock_ms(), "speed": pacer.speed if pacer is not None else None, "max_rate": pacer.max_rate if pacer is not None else None,
             "next_post_ms": int(pacer.next_due * 1000) if pacer is not None and pacer.next_due is not None else None,
-            "written_wall": _time.time(),
+            "written_wall": _time.time(), "exited": final,
         })
 
     return write
 
 
+def _idle_for(pacer) -> float:
+    """Seconds the replay has been waiting for its next post (0 when not waiting): pacing of a few
+    posts per second (``--max-rate``) is running, a wait of more than a second is idle."""
+    import time
+
+    started = pacer.wait_started
+    return time.monotonic() - started if started is not None and pacer.next_due is not None else 0.0
+
+
 def _cmd_replay(args) -> int:
     from .replay import ReplaySource
 
-    return _run(args, lambda store: ReplaySource(args.file, fmt=args.format, csv_map=args.csv_map, speed=args.speed, max_idle=args.max_idle))
+    return _run(args, lambda store: ReplaySource(args.file, fmt=args.format, csv_map=args.csv_map, speed=args.speed, max_idle=args.max_idle, max_rate=args.max_rate))
 
 
 def _cmd_bluesky(args) -> int:
@@ -234,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("file")
     r.add_argument("--speed", type=float, default=0.0, help="real time x SPEED following the posts' timestamps (0 = as fast as possible; 1440 = a day per minute)")
     r.add_argument("--max-idle", type=float, default=0.0, metavar="SECONDS", help="wait at most this long for the next post: longer gaps in the recording are skipped (and marked on the charts); 0 = never skip (default)")
+    r.add_argument("--max-rate", type=float, default=0.0, metavar="POSTS_PER_S", help="release at most this many posts per second: a burst is spread out and the replay clock slows through it; 0 = no cap (default)")
     r.add_argument("--format", default=None, help="override format detection: twarc2, twarc2-flat, v2, v1, csv, semeval")
     r.add_argument("--csv-map", type=_parse_map, default=None, metavar="FIELD=COL,...", help="CSV columns for id, text, time, author, lang")
     common(r)

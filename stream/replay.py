@@ -169,14 +169,21 @@ class Pacer:
     ``max_idle`` (seconds, 0 = off) caps the wall time spent waiting for one post: a recorded stream
     with a gap of days (the SemEval file jumps 9 days) is not replayed as minutes of silence; the
     skipped span of post time is kept in ``skipped`` (and shown on the dashboard's charts).
+    ``max_rate`` (posts per second, 0 = off) spreads a burst out: no two posts closer than
+    ``1 / max_rate`` seconds of wall time; the replay clock slows down through the burst (it never
+    runs ahead of the posts already released). With both caps a bursty recording plays at a steady,
+    watchable pace (the demo: a day per minute, gaps of at most 5 s, at most 15 posts/s).
     ``clock()`` is the replay's current post time; ``next_due`` the post time being waited for.
     """
 
-    def __init__(self, speed: float = 0.0, max_idle: float = 0.0):
-        if speed < 0 or max_idle < 0:
-            raise ValueError("speed and max_idle must be >= 0")
+    def __init__(self, speed: float = 0.0, max_idle: float = 0.0, max_rate: float = 0.0):
+        if not (speed >= 0 and max_idle >= 0 and max_rate >= 0):  # NaN fails too
+            raise ValueError("speed, max_idle and max_rate must be >= 0")
         self.speed = speed
         self.max_idle = max_idle
+        self.max_rate = max_rate
+        self._last_emit: float | None = None  # wall time the last post was released
+        self.wait_started: float | None = None  # wall time the wait for ``next_due`` began
         self._run = threading.Event()
         self._run.set()
         self._t0_post: float | None = None
@@ -208,29 +215,38 @@ class Pacer:
             return self._last_post
         now = self._paused_at if self._paused_at is not None else time.monotonic()
         t = self._t0_post + (now - self._t0_wall) * self.speed
-        return t if self.next_due is None else min(t, self.next_due)
+        if self.next_due is None:
+            return t
+        return min(t, self.next_due if self._last_post is None else max(self.next_due, self._last_post))
 
     def wait(self, post_ts: float, stop: threading.Event | None = None) -> None:
         """Block until the post is due (and while paused)."""
         while not self._run.wait(0.1):
             if stop is not None and stop.is_set():
                 return
-        if self.speed <= 0:
-            self._last_post = post_ts
+        if self.speed <= 0 and self.max_rate <= 0:
+            self._last_post = post_ts if self._last_post is None else max(post_ts, self._last_post)
             return
+        now = time.monotonic()
         if self._t0_post is None:
-            self._t0_post, self._t0_wall = post_ts, time.monotonic()
-            self._last_post = post_ts
+            self._t0_post, self._t0_wall = post_ts, now
+            self._last_post, self._last_emit = post_ts, now
             return
-        due = self._t0_wall + max(0.0, post_ts - self._t0_post) / self.speed
-        delay = due - time.monotonic()
-        if self.max_idle > 0 and delay > self.max_idle:
-            jump = delay - self.max_idle  # wall seconds not waited
-            start = self.clock() or post_ts
-            self._t0_wall -= jump
-            self.skipped.append((start + self.max_idle * self.speed, post_ts))
-            due -= jump
-        self.next_due = post_ts
+        if self.speed > 0:
+            due = self._t0_wall + max(0.0, post_ts - self._t0_post) / self.speed
+            delay = due - now
+            if self.max_idle > 0 and delay > self.max_idle:
+                jump = delay - self.max_idle  # wall seconds not waited
+                start = self.clock() or post_ts
+                self._t0_wall -= jump
+                self.skipped.append((start + self.max_idle * self.speed, post_ts))
+                due -= jump
+        else:
+            due = now
+        throttled = False
+        if self.max_rate > 0 and self._last_emit is not None and due < self._last_emit + 1.0 / self.max_rate:
+            due, throttled = self._last_emit + 1.0 / self.max_rate, True
+        self.next_due, self.wait_started = post_ts, time.monotonic()
         try:
             while True:
                 delay = due - time.monotonic()
@@ -241,8 +257,11 @@ class Pacer:
                     if stop is not None and stop.is_set():
                         return
         finally:
-            self.next_due = None
-            self._last_post = post_ts
+            self.next_due = self.wait_started = None
+            hi = post_ts if self._last_post is None else max(post_ts, self._last_post)
+            self._last_post, self._last_emit = hi, time.monotonic()
+            if throttled and self.speed > 0:  # the burst held the clock back: go on from here
+                self._t0_post, self._t0_wall = hi, self._last_emit
 
 
 class ReplaySource:
@@ -253,7 +272,7 @@ class ReplaySource:
     file at the same path does not inherit the old offset.
     """
 
-    def __init__(self, path: str | os.PathLike, fmt: str | None = None, csv_map: dict[str, str] | None = None, speed: float = 0.0, max_idle: float = 0.0):
+    def __init__(self, path: str | os.PathLike, fmt: str | None = None, csv_map: dict[str, str] | None = None, speed: float = 0.0, max_idle: float = 0.0, max_rate: float = 0.0):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such file")
@@ -261,7 +280,7 @@ class ReplaySource:
             raise UnknownFormat(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
         self.fmt = fmt or self._detect()
         self.csv_map = csv_map
-        self.pacer = Pacer(speed, max_idle)
+        self.pacer = Pacer(speed, max_idle, max_rate)
         with _open_binary(self.path) as f:
             try:
                 head = f.read(65536)

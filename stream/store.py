@@ -15,23 +15,16 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from . import rollups
 from .post import Post
+from .rollups import FOREIGN_SQL as _FOREIGN_SQL
 from .tracker import Topic
 
 __all__ = ["Store", "SCHEMA_VERSION", "StoreError"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 #: a rejected record is kept as JSON cut to this many characters
 REJECT_RECORD_CHARS = 4096
-
-#: a post counts as another language when its language is known and is not English ("und":
-#: undetermined, as X marks it, counts as unknown)
-_FOREIGN_SQL = "(p.lang IS NOT NULL AND p.lang NOT IN ('en', 'und'))"
-
-
-def is_foreign(lang: str | None) -> bool:
-    return lang is not None and lang not in ("en", "und")
-
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -137,6 +130,7 @@ _MIGRATIONS: dict[int, str] = {
         FROM rollups GROUP BY topic, minute / 60, rt, foreign_lang;
     INSERT OR REPLACE INTO meta(key, value) SELECT 'posts', COUNT(*) FROM posts;
     """,
+    7: rollups.table_sql("rollups_quarter", "quarter") + ";\n" + rollups.fill_from_minutes_sql("rollups_quarter", "quarter", 15) + ";",
 }
 
 
@@ -152,16 +146,6 @@ def reject_record(post: Post) -> str:
 
 #: a rejected post: (item offset in its source, the post, the reason)
 Reject = tuple[int, Post, str]
-
-
-def _polarity_se(n: int, s1: float, s2: float) -> float | None:
-    """Standard error of a bucket's mean polarity, with one pseudo-observation of variance 1 (the
-    polarity range is [-1, 1]) so that a bucket of one or two posts is shown as uncertain as it is,
-    not as a zero-width band."""
-    if not n:
-        return None
-    var = (max(s2 - s1 * s1 / n, 0.0) + 1.0) / n
-    return (var / n) ** 0.5
 
 
 def _now_ms() -> int:
@@ -271,7 +255,7 @@ class Store:
             )
             new = c.total_changes - before
             c.execute("UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'posts'", (new,))
-            self._add_rollups(c, [(p, int(l), pr, ts) for p, l, pr, ts in zip(posts, labels, probs, topics) if p.id not in seen])
+            rollups.add(c, [(p, int(l), pr, ts) for p, l, pr, ts in zip(posts, labels, probs, topics) if p.id not in seen])
             c.executemany(
                 "INSERT OR IGNORE INTO scores(post_id, model, label, p_neg, p_neu, p_pos, polarity) VALUES (?,?,?,?,?,?,?)",
                 [(p.id, model, int(l), float(pr[0]), float(pr[1]), float(pr[2]), float(pr[2]) - float(pr[0])) for p, l, pr in zip(posts, labels, probs)],
@@ -295,43 +279,10 @@ class Store:
             [(key, int(off), p.id, reason[:500], reject_record(p), now) for off, p, reason in rejects],
         )
 
-    @staticmethod
-    def _add_rollups(c, rows) -> None:
-        """Per-minute and per-hour sums for the dashboard, in the transaction that stores the posts
-        (new posts only): a dashboard rerun reads these, never the posts."""
-        acc: dict[tuple, list] = {}
-        for p, label, pr, ts in rows:
-            pol = float(pr[2]) - float(pr[0])
-            for t in dict.fromkeys(ts):
-                a = acc.setdefault((t, p.created_ms // 60000, int(p.is_retweet), int(is_foreign(p.lang))), [0, 0, 0, 0, 0.0, 0.0])
-                a[0] += 1
-                a[1 + label] += 1
-                a[4] += pol
-                a[5] += pol * pol
-        hours: dict[tuple, list] = {}
-        for (t, minute, rt, fo), v in acc.items():
-            h = hours.setdefault((t, minute // 60, rt, fo), [0, 0, 0, 0, 0.0, 0.0])
-            for i, x in enumerate(v):
-                h[i] += x
-        for table, unit, data in (("rollups", "minute", acc), ("rollups_hour", "hour", hours)):
-            c.executemany(
-                f"INSERT INTO {table}(topic, {unit}, rt, foreign_lang, n, n_neg, n_neu, n_pos, sum_pol, sum_pol2) VALUES (?,?,?,?,?,?,?,?,?,?) "
-                f"ON CONFLICT(topic, {unit}, rt, foreign_lang) DO UPDATE SET n = n + excluded.n, n_neg = n_neg + excluded.n_neg, "
-                "n_neu = n_neu + excluded.n_neu, n_pos = n_pos + excluded.n_pos, sum_pol = sum_pol + excluded.sum_pol, sum_pol2 = sum_pol2 + excluded.sum_pol2",
-                [(*k, *v) for k, v in data.items()],
-            )
-
     def rebuild_rollups(self) -> None:
         """Recompute every rollup from the posts (after retention deleted some)."""
         with self.transaction() as c:
-            c.execute("DELETE FROM rollups")
-            c.execute(
-                "INSERT INTO rollups SELECT m.topic, m.created_ms / 60000, p.is_retweet, " + _FOREIGN_SQL + ", COUNT(*), SUM(s.label = 0), SUM(s.label = 1), "
-                "SUM(s.label = 2), SUM(s.polarity), SUM(s.polarity * s.polarity) FROM matches m JOIN posts p ON p.id = m.post_id "
-                "JOIN scores s ON s.post_id = m.post_id GROUP BY m.topic, m.created_ms / 60000, p.is_retweet, " + _FOREIGN_SQL
-            )
-            c.execute("DELETE FROM rollups_hour")
-            c.execute("INSERT INTO rollups_hour SELECT topic, minute / 60, rt, foreign_lang, SUM(n), SUM(n_neg), SUM(n_neu), SUM(n_pos), SUM(sum_pol), SUM(sum_pol2) FROM rollups GROUP BY topic, minute / 60, rt, foreign_lang")
+            rollups.rebuild(c)
             c.execute("INSERT OR REPLACE INTO meta(key, value) SELECT 'posts', COUNT(*) FROM posts")
 
     def add_event(self, kind: str, detail: str, post_ms: int | None = None, end_post_ms: int | None = None) -> None:
@@ -433,15 +384,21 @@ class Store:
 
     def time_range(self, topics: Sequence[str] | None = None) -> tuple[int, int] | None:
         """First and last creation time of the topics' posts (one index lookup per end and topic)."""
+        # MIN and MAX in separate statements: SQLite answers a lone MIN or MAX from the index's end,
+        # but both in one SELECT scan the whole range (115 ms per rerun with 1M posts)
+        def ends(table: str, where: str = "", args: tuple = ()) -> tuple:
+            lo = self.con.execute(f"SELECT MIN(created_ms) FROM {table} {where}", args).fetchone()[0]
+            hi = self.con.execute(f"SELECT MAX(created_ms) FROM {table} {where}", args).fetchone()[0]
+            return lo, hi
+
         if not topics:
-            row = self.con.execute("SELECT MIN(created_ms), MAX(created_ms) FROM posts").fetchone()
-            return None if row[0] is None else (int(row[0]), int(row[1]))
-        ends = [self.con.execute("SELECT MIN(created_ms), MAX(created_ms) FROM matches WHERE topic = ?", (t,)).fetchone() for t in topics]
-        ends = [e for e in ends if e[0] is not None]
-        return (min(int(e[0]) for e in ends), max(int(e[1]) for e in ends)) if ends else None
+            lo, hi = ends("posts")
+            return None if lo is None else (int(lo), int(hi))
+        found = [e for e in (ends("matches", "WHERE topic = ?", (t,)) for t in topics) if e[0] is not None]
+        return (min(int(e[0]) for e in found), max(int(e[1]) for e in found)) if found else None
 
     def aggregates(self, topics: Sequence[str], bucket_ms: int, start_ms: int | None = None, end_ms: int | None = None, *, retweets: bool = False, foreign: bool = False) -> list[dict]:
-        """Per topic and time bucket (a whole number of minutes), from the per-minute rollups:
+        """Per topic and time bucket (a whole number of minutes), from the rollups (``stream.rollups``):
 
         ``volume`` every matched post; ``retweets`` and ``foreign`` (known language, not English) counts;
         the opinion figures -- ``n`` posts, ``negative`` / ``neutral`` / ``positive`` counts, mean
@@ -449,74 +406,12 @@ class Store:
         by default neither retweets (``retweets=True`` includes them) nor other languages
         (``foreign=True``). Buckets without any post are absent (the caller shows them as gaps).
         """
-        if bucket_ms <= 0 or bucket_ms % 60000:
-            raise ValueError("bucket_ms must be a positive whole number of minutes")
-        if not topics:
-            return []
-        hourly = bucket_ms % 3_600_000 == 0 and (start_ms is None or start_ms % 3_600_000 == 0) and (end_ms is None or end_ms % 3_600_000 == 0)
-        table, unit, unit_ms = ("rollups_hour", "hour", 3_600_000) if hourly else ("rollups", "minute", 60000)
-        bm = bucket_ms // unit_ms
-        where = [f"topic IN ({','.join('?' * len(topics))})"]
-        args: list = [*topics]
-        if start_ms is not None:
-            where.append(f"{unit} >= ?")
-            args.append(int(start_ms) // unit_ms)
-        if end_ms is not None:
-            where.append(f"{unit} < ?")
-            args.append(-(-int(end_ms) // unit_ms))
-        opinion = "(rt = 0 OR ?) AND (foreign_lang = 0 OR ?)"
-        q = f"""
-            SELECT topic, ({unit} / ?) * ? AS bucket, SUM(n), SUM(n * rt), SUM(n * foreign_lang),
-                   SUM(CASE WHEN {opinion} THEN n ELSE 0 END), SUM(CASE WHEN {opinion} THEN n_neg ELSE 0 END),
-                   SUM(CASE WHEN {opinion} THEN n_neu ELSE 0 END), SUM(CASE WHEN {opinion} THEN n_pos ELSE 0 END),
-                   SUM(CASE WHEN {opinion} THEN sum_pol ELSE 0 END), SUM(CASE WHEN {opinion} THEN sum_pol2 ELSE 0 END)
-            FROM {table} WHERE {' AND '.join(where)}
-            GROUP BY topic, bucket ORDER BY topic, bucket"""
-        flags = [int(retweets), int(foreign)]
-        rows = self.con.execute(q, [bm, bm, *flags * 6, *args]).fetchall()
-        out = []
-        for t, b, vol, n_rt, n_fo, n, n0, n1, n2, sp, sp2 in rows:
-            out.append({
-                "topic": t, "bucket_ms": int(b) * unit_ms, "volume": int(vol), "retweets": int(n_rt), "foreign": int(n_fo),
-                "n": int(n), "negative": int(n0), "neutral": int(n1), "positive": int(n2),
-                "polarity": sp / n if n else None, "polarity_se": _polarity_se(n, sp, sp2),
-            })
-        return out
+        return rollups.aggregates(self.con, topics, bucket_ms, start_ms, end_ms, retweets=retweets, foreign=foreign)
 
     def totals(self, topics: Sequence[str], start_ms: int | None = None, end_ms: int | None = None) -> dict:
         """Matched posts, retweets, other-language posts and opinions in [start_ms, end_ms) (summed
-        over the topics: a post matching two topics counts twice), for the counts the dashboard shows.
-        Whole hours come from the hourly rollups, the partial hours at the edges from the minutes."""
-        out = {"volume": 0, "retweets": 0, "foreign": 0, "n": 0}
-        if not topics:
-            return out
-        lo_m = None if start_ms is None else int(start_ms) // 60000
-        hi_m = None if end_ms is None else -(-int(end_ms) // 60000)
-        lo_h = None if lo_m is None else -(-lo_m // 60)  # first whole hour
-        hi_h = None if hi_m is None else hi_m // 60  # end of the last whole hour
-        if lo_h is not None and hi_h is not None and lo_h >= hi_h:  # no whole hour inside: minutes only
-            parts = [("rollups", "minute", lo_m, hi_m)]
-        else:
-            parts = [("rollups_hour", "hour", lo_h, hi_h)]
-            if lo_m is not None:
-                parts.append(("rollups", "minute", lo_m, lo_h * 60))
-            if hi_m is not None:
-                parts.append(("rollups", "minute", hi_h * 60, hi_m))
-        for table, unit, a, b in parts:
-            if a is not None and b is not None and a >= b:
-                continue
-            where = [f"topic IN ({','.join('?' * len(topics))})"]
-            args: list = [*topics]
-            if a is not None:
-                where.append(f"{unit} >= ?")
-                args.append(a)
-            if b is not None:
-                where.append(f"{unit} < ?")
-                args.append(b)
-            row = self.con.execute(f"SELECT COALESCE(SUM(n), 0), COALESCE(SUM(n * rt), 0), COALESCE(SUM(n * foreign_lang), 0), COALESCE(SUM(CASE WHEN rt = 0 AND foreign_lang = 0 THEN n ELSE 0 END), 0) FROM {table} WHERE {' AND '.join(where)}", args).fetchone()
-            for k, v in zip(out, row):
-                out[k] += int(v)
-        return out
+        over the topics: a post matching two topics counts twice), for the counts the dashboard shows."""
+        return rollups.totals(self.con, topics, start_ms, end_ms)
 
     #: "positive" / "negative" order the latest this many posts of the window by polarity
     RANKED_POOL = 5000

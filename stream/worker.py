@@ -17,6 +17,7 @@ from pathlib import Path
 __all__ = ["Worker", "status_path", "write_status", "control_path", "read_control"]
 
 _REPO = Path(__file__).resolve().parents[1]
+_LOG_MARK = "\n--- sparsepulse worker started "
 
 
 def status_path(db: str | Path) -> Path:
@@ -55,12 +56,17 @@ class Worker:
     def _is_ours(self, pid: int) -> bool:
         """Whether ``pid`` is still this database's worker (a pid file can outlive its process and
         the pid be reused): its command line must be ``... -m stream --db <this db> ...``."""
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except FileNotFoundError:
-            return False
-        except OSError:
-            return True  # no /proc to look in (not Linux): trust the pid file
+        for _ in range(50):
+            try:
+                raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except FileNotFoundError:
+                return False
+            except OSError:
+                return True  # no /proc to look in (not Linux): trust the pid file
+            if raw:
+                break
+            time.sleep(0.01)  # empty while the kernel is still setting up a just-started exec (or a kernel thread)
+        argv = raw.split(b"\0")
         args = [a.decode("utf-8", "replace") for a in argv]
         return "stream" in args and "--db" in args and str(self.db) in args
 
@@ -96,13 +102,18 @@ class Worker:
         into this process's environment, where every browser session of the dashboard would see it)."""
         self.stop()
         write_status(control_path(self.db), {"model": str(model)} if model else {})
+        write_status(status_path(self.db), {"state": "starting", "written_wall": time.time(), "exited": False})  # not the last run's
         cmd = [sys.executable, "-m", "stream", "--db", str(self.db), *source_args, "--quiet", "--status-file", str(status_path(self.db)), "--threads", str(threads)]
         if model:
             cmd += ["--model", str(model)]
         child_env = {**os.environ, **(env or {}), "PYTHONPATH": str(_REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        with open(log_file or str(self.db) + ".worker.log", "ab") as log:  # the child keeps its own descriptor
+        with open(log_file or self.log_path, "ab") as log:  # the child keeps its own descriptor
+            log.write(f"{_LOG_MARK}{time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(cmd[2:])}\n".encode())
+            log.flush()
             p = subprocess.Popen(cmd, cwd=_REPO, stdout=log, stderr=subprocess.STDOUT, env=child_env, start_new_session=True)
-        _pid_path(self.db).write_text(str(p.pid))
+        tmp = Path(str(_pid_path(self.db)) + ".tmp")
+        tmp.write_text(str(p.pid))
+        os.replace(tmp, _pid_path(self.db))  # a reader never sees a half-written pid
         return p.pid
 
     def switch_model(self, model: str | Path) -> None:
@@ -133,6 +144,29 @@ class Worker:
             time.sleep(0.1)
         if self._pid() is not None:
             os.kill(pid, signal.SIGKILL)  # the store stays consistent: one transaction per batch
+
+    @property
+    def log_path(self) -> Path:
+        return Path(str(self.db) + ".worker.log")
+
+    def last_run_log(self, max_lines: int = 25, max_bytes: int = 65536) -> str:
+        """The end of the latest run's output (read from the last ``max_bytes`` of the log only)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - max_bytes))
+                tail = f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        lines = tail.rsplit(_LOG_MARK, 1)[1].splitlines()[1:] if _LOG_MARK in tail else tail.splitlines()
+        return "\n".join(lines[-max_lines:])
+
+    def died(self) -> str | None:
+        """Not running, and its last status is not the final one a worker writes as it ends (a crash,
+        ``kill -9``, out of memory): the end of its log, or a line saying there is none."""
+        st = self.status()
+        if st is None or st["running"] or st.get("exited") is not False:  # (a status without the key: an older worker)
+            return None
+        return self.last_run_log() or "(the worker wrote nothing)"
 
     def status(self) -> dict | None:
         try:

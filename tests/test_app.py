@@ -150,23 +150,23 @@ def test_a_new_session_shows_the_running_model(env, monkeypatch, tmp_path):
 
 
 def test_posts_table_is_readable():
-    import app_ui
+    from stream import charts, dashboard
 
     rows = [{"id": "x:1460323737035677698", "created_ms": 1479900000000, "text": "t", "author": None, "lang": "en", "is_retweet": 0, "quoted_text": None, "model": "m", "label": 2, "p_neg": 0.1, "p_neu": 0.1, "p_pos": 0.8, "polarity": 0.7, "topics": "a"},
             {"id": "bsky:at://did:plc:abc/app.bsky.feed.post/3k", "created_ms": 1479900060000, "text": "u", "author": None, "lang": None, "is_retweet": 0, "quoted_text": None, "model": "m", "label": 0, "p_neg": 0.8, "p_neu": 0.1, "p_pos": 0.1, "polarity": -0.7, "topics": "a"}]
-    df = app_ui._posts_table(rows)
+    df = charts.posts_table(rows)
     assert list(df["time"]) == ["2016-11-23 11:20", "2016-11-23 11:21"]  # human times, not "...:02.740000+00:00"
     assert "author" not in df.columns  # no column of "None"
     assert list(df["link"]) == ["https://x.com/i/web/status/1460323737035677698", "https://bsky.app/profile/did:plc:abc/post/3k"]
     rows[0]["author"] = "alice"
-    assert "author" in app_ui._posts_table(rows).columns
+    assert "author" in charts.posts_table(rows).columns
 
 
 def test_reads_go_through_one_read_only_store(env):
-    import app_ui
+    from stream import charts, dashboard
 
     _fill(env / "db.sqlite")
-    a, b = app_ui.ro_store(str(env / "db.sqlite")), app_ui.ro_store(str(env / "db.sqlite"))
+    a, b = dashboard.ro_store(str(env / "db.sqlite")), dashboard.ro_store(str(env / "db.sqlite"))
     assert a is b and a.readonly  # cached per server, opened read-only
     with pytest.raises(Exception):
         a.save_topic(Topic.parse("nope", "nope"))
@@ -181,3 +181,74 @@ def test_every_topic_keeps_its_place_in_the_per_topic_view(env):
     at = _run(at)
     charts = at.get("vega_lite_chart")
     assert len(charts) == 3 * 3  # polarity, shares, volume for apple, banana and cherry
+
+
+def test_a_dead_worker_is_reported_with_its_log(env, tmp_path, synthetic_model_dir):
+    """A worker that dies (a broken model file, kill -9) is said to have stopped unexpectedly, with the
+    end of its log; one that finishes or is stopped is not."""
+    import json as _json
+    import os
+    import signal
+    import time
+
+    from stream.worker import Worker
+
+    db = env / "db.sqlite"
+    _fill(db)
+    f = tmp_path / "s.jsonl"
+    t = int(dt.datetime(2016, 11, 21, tzinfo=dt.timezone.utc).timestamp())
+    f.write_text("".join(_json.dumps({"id": str(10_000 + i), "text": f"apple {i}", "created_at": t + i}) + "\n" for i in range(300)))
+    w = Worker(db)
+
+    def wait_gone(deadline=60):
+        end = time.time() + deadline
+        while time.time() < end and w.running:
+            time.sleep(0.2)
+        assert not w.running
+
+    broken = tmp_path / "broken-int8"
+    broken.mkdir()
+    (broken / "model.safetensors").write_bytes(b"\x00" * 64)
+    w.start(["replay", str(f)], model=str(broken), threads=1)
+    wait_gone()
+    log = w.died()
+    assert log and "broken-int8" in log, log  # the model error, not a blank "stopped"
+    at = _run()
+    assert any("stopped unexpectedly" in e.value for e in at.error), [e.value for e in at.error]
+    assert any("broken-int8" in c.value for c in at.code)
+
+    w.start(["replay", str(f), "--max-rate", "20"], model=str(synthetic_model_dir), threads=1)
+    end = time.time() + 60
+    while time.time() < end and not ((w.status() or {}).get("stored", 0) > 0):
+        time.sleep(0.2)
+    assert w.died() is None  # running
+    os.kill(w._pid(), signal.SIGKILL)
+    wait_gone()
+    assert w.died() is not None  # killed: no final status
+
+    w.start(["replay", str(f)], model=str(synthetic_model_dir), threads=1)
+    wait_gone()
+    assert w.status()["finished"] and w.died() is None
+    at = _run()
+    assert not any("stopped unexpectedly" in e.value for e in at.error)
+
+
+def test_chart_frame_smooths_over_values_and_keeps_gaps():
+    import math
+
+    from stream import charts, dashboard
+
+    pols = [0.5, None, -0.5, 0.1, None, None, 0.9, -1.0]
+    rows = [{"topic": "a", "bucket_ms": i * 3_600_000, "volume": 0 if p is None else 4, "retweets": 0, "foreign": 0, "n": 0 if p is None else 4,
+             "negative": 0 if p is None else 1, "neutral": 0 if p is None else 1, "positive": 0 if p is None else 2,
+             "polarity": p, "polarity_se": None if p is None else 0.3} for i, p in enumerate(pols)]
+    df = charts.frame({"a": rows, "b": [dict(r, topic="b") for r in rows]}, 2)
+    assert len(df) == 16 and list(df["topic"]) == ["a"] * 8 + ["b"] * 8
+    a = df[df.topic == "a"]
+    want = [0.5, None, 0.0, -0.2, None, None, 0.5, -0.05]  # mean of the last two buckets that have a value
+    for got, w in zip(a["smoothed"], want):
+        assert (w is None and math.isnan(got)) or got == pytest.approx(w)
+    assert a["polarity"].isna().tolist() == [p is None for p in pols]  # gaps stay gaps
+    assert a["lo"].min() >= -1.0 and a["hi"].max() <= 1.0 and a["lo"].iloc[-1] == -1.0
+    assert a["share_positive"].iloc[0] == 0.5 and math.isnan(a["share_positive"].iloc[1])
+    assert str(a["time"].iloc[1]) == "1970-01-01 01:00:00+00:00"

@@ -57,6 +57,44 @@ def test_rollups_count_each_post_once_and_keep_retweets_and_languages_apart(tmp_
     assert store.aggregates(["apple"], 900_000, retweets=True) == before
 
 
+def test_every_rollup_level_agrees_and_an_old_store_gets_the_quarter_hours(tmp_path):
+    """15-minute buckets come from the quarter-hour level; the same buckets summed from the minutes
+    (a range start that is not on a quarter hour forces that) and from a store migrated from schema 6
+    (no quarter-hour table) are identical."""
+    import sqlite3
+
+    from stream import rollups
+
+    db = tmp_path / "db.sqlite"
+    store = Store(db)
+    rng = np.random.default_rng(3)
+    posts = [Post(f"x:{i}", T0 + dt.timedelta(seconds=int(s)), "apple", lang=("es" if i % 9 == 0 else "en"), is_retweet=i % 7 == 0)
+             for i, s in enumerate(rng.uniform(0, 3 * 86400, 3000))]
+    labels = list(rng.integers(0, 3, len(posts)))
+    for i in range(0, len(posts), 250):
+        _write(store, posts[i : i + 250], labels[i : i + 250])
+    q = 900_000
+    start = int(T0.timestamp() * 1000)
+    quarter = store.aggregates(["apple"], q, start, start + 3 * 86_400_000, retweets=True)
+    minutes = store.aggregates(["apple"], q, start - 60_000, start + 3 * 86_400_000, retweets=True)
+    def same(a, b):  # counts exactly, float sums up to their order
+        def eq(u, v):
+            return u == pytest.approx(v, rel=1e-12) if isinstance(u, float) else u == v
+
+        return len(a) == len(b) and all(x.keys() == y.keys() and all(eq(x[k], y[k]) for k in x) for x, y in zip(a, b))
+
+    assert len(quarter) > 250 and same(quarter, minutes)
+    assert sum(r["volume"] for r in quarter) == 3000
+    store.close()
+    with sqlite3.connect(db) as con:  # back to schema 6: no quarter-hour level yet
+        con.execute("DROP TABLE rollups_quarter")
+        con.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
+    migrated = Store(db)
+    assert migrated.schema_version() >= 7
+    assert same(migrated.aggregates(["apple"], q, start, start + 3 * 86_400_000, retweets=True), quarter)
+    assert {t for t, _, _ in rollups.LEVELS} <= {r[0] for r in migrated.con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
 def test_gaps_bands_and_headline():
     grid = bucket_grid(0, 6 * H, H)
     rows = [
@@ -82,6 +120,48 @@ def test_small_buckets_get_wide_bands(tmp_path):
     assert 1.96 * small["polarity_se"] > 0.5
 
 
+def _shifts_by_the_book(rows, smooth, window, z, min_volume=5, min_std=0.02):
+    """The detector's definition as a plain loop (the oracle for the vectorised one)."""
+    import math
+
+    out = []
+    for topic in sorted({r["topic"] for r in rows}):
+        series = sorted((r for r in rows if r["topic"] == topic and r["polarity"] is not None), key=lambda r: r["bucket_ms"])
+        raw = [r["polarity"] for r in series]
+        pol = [sum(raw[max(0, i + 1 - smooth) : i + 1]) / min(i + 1, smooth) for i in range(len(raw))]
+        last = 0
+        for i in range(window, len(series)):
+            prev = pol[i - window : i]
+            mu = sum(prev) / window
+            sd = max(math.sqrt(sum((x - mu) ** 2 for x in prev) / (window - 1)), min_std)
+            score = (pol[i] - mu) / sd
+            sign = 1 if score > 0 else -1
+            if abs(score) >= z and series[i]["n"] >= min_volume:
+                if sign != last:
+                    out.append((topic, series[i]["bucket_ms"], pytest.approx(score)))
+                last = sign
+            else:
+                last = 0
+    return sorted(out, key=lambda a: a[1])
+
+
+def test_shift_detector_matches_its_definition():
+    rng = np.random.default_rng(7)
+    rows = []
+    for t in ("a", "b", "c"):
+        level = 0.0
+        for i in range(600):
+            if rng.random() < 0.02:
+                level = rng.uniform(-0.8, 0.8)  # a shift
+            n = int(rng.integers(0, 30))
+            pol = None if rng.random() < 0.05 else float(np.clip(level + rng.normal(0, 0.1), -1, 1))
+            rows.append({"topic": t, "bucket_ms": i * H, "volume": n, "n": n, "polarity": pol})
+    for smooth, window, z in ((1, 12, 3.0), (3, 12, 3.0), (5, 24, 2.0), (1, 2, 1.5)):
+        got = [(a.topic, a.bucket_ms, a.z) for a in detect_shifts(rows, smooth=smooth, window=window, z=z)]
+        want = _shifts_by_the_book(rows, smooth, window, z)
+        assert len(want) > 3 and sorted(got, key=lambda a: (a[1], a[0])) == sorted(want, key=lambda a: (a[1], a[0]))
+
+
 def test_alerts_skip_the_bucket_still_filling():
     rows = [{"topic": "a", "bucket_ms": i * H, "volume": 20, "n": 20, "polarity": 0.0} for i in range(20)]
     rows[-1] = {**rows[-1], "polarity": -0.9}  # the open bucket swings
@@ -98,6 +178,81 @@ def test_pacer_caps_idle_time_and_records_the_skipped_span():
     [(a, b)] = p.skipped
     assert b == 1_000_000.0 + 9 * 86400 and 1_000_000.0 <= a < b
     assert p.clock() == pytest.approx(b, abs=1440)
+
+
+class _FakeTime:
+    """A clock for the Pacer that advances only when it sleeps (a 15-minute replay in milliseconds)."""
+
+    def __init__(self):
+        self.t = 1000.0
+
+    def monotonic(self):
+        return self.t
+
+    def sleep(self, d):
+        self.t += max(0.0, d)
+
+
+def test_pacer_max_rate_spreads_a_burst_and_slows_the_clock(monkeypatch):
+    import stream.replay as replay
+
+    fake = _FakeTime()
+    monkeypatch.setattr(replay, "time", fake)
+    p = Pacer(speed=1440, max_rate=100)
+    t0 = 1_000_000.0
+    clocks = []
+    for i in range(101):  # a burst: 101 posts within one second of post time
+        p.wait(t0 + i / 101)
+        clocks.append(p.clock())
+    assert fake.t - 1000.0 == pytest.approx(1.0, abs=0.02)  # 100 gaps of 10 ms, not 0.7 ms
+    assert clocks == sorted(clocks) and clocks[-1] == pytest.approx(t0 + 100 / 101, abs=1e-6)
+    burst_end = fake.t
+    p.wait(t0 + 1800)  # half an hour later: 1.25 s at 1440x, counted from the end of the burst
+    assert fake.t - burst_end == pytest.approx(1800 / 1440, abs=0.05)
+    p.wait(t0 + 1700)  # out of order: released at once (rate permitting), the clock does not go back
+    assert p.clock() >= t0 + 1800 - 1e-6
+
+
+def test_pacer_max_rate_alone_and_bad_values(monkeypatch):
+    import stream.replay as replay
+
+    fake = _FakeTime()
+    monkeypatch.setattr(replay, "time", fake)
+    p = Pacer(max_rate=50)
+    for i in range(51):
+        p.wait(2_000_000.0 - i)  # timestamps do not matter without a speed, the clock never goes back
+    assert fake.t - 1000.0 == pytest.approx(1.0, abs=0.02) and p.clock() == 2_000_000.0
+    for bad in ({"speed": -1}, {"max_idle": float("nan")}, {"max_rate": -0.5}, {"max_rate": float("nan")}):
+        with pytest.raises(ValueError):
+            Pacer(**bad)
+
+
+def test_the_demo_replay_keeps_posts_coming_for_ten_minutes(monkeypatch):
+    """The default replay (the SemEval-2017 test file, bursty, with a 7-day hole) at the demo's
+    pacing: posts keep arriving for well over 8 minutes (the newcomer's screenshots), no minute
+    without new posts, and no burst faster than the cap."""
+    from stream import charts, dashboard
+    import stream.replay as replay
+
+    f = dashboard.default_replay_file()
+    if f is None:
+        pytest.fail("the SemEval-2017 test file is missing: ../shared/data/semeval2017-task4a must sit beside the repo")
+    args = dashboard.demo_replay_args(f)
+    opt = {k: float(args[args.index(f"--{k.replace('_', '-')}") + 1]) for k in ("speed", "max_idle", "max_rate")}
+    fake = _FakeTime()
+    monkeypatch.setattr(replay, "time", fake)
+    src = replay.ReplaySource(f, **opt)
+    released = []
+    for _, item in src.items():  # items() waits for each post as the worker's pipeline does
+        if isinstance(item, Post):
+            released.append(fake.t - 1000.0)
+    wall = np.array(released)
+    assert len(wall) > 12_000
+    assert wall[-1] > 10 * 60  # still replaying after 10 minutes
+    per_minute = np.bincount((wall // 60).astype(int))
+    assert per_minute.min() > 0, per_minute  # no silent minute
+    assert per_minute.max() <= 60 * opt["max_rate"] + 1
+    assert np.diff(wall).max() <= opt["max_idle"] + 1e-6  # never waits longer than the cap
 
 
 def test_model_switch_keeps_the_replay_clock(tmp_path, synthetic_model_dir):

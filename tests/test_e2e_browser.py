@@ -26,10 +26,11 @@ def _free_port() -> int:
 FOREIGN = ["Le président parle ce soir à la télévision nationale", "Der Präsident spricht heute Abend im Fernsehen zur Nation", "O presidente fala hoje à noite na televisão nacional"]
 
 
-def _fixture_tweets(path: Path, n=300) -> None:
+def _fixture_tweets(path: Path, n=720) -> None:
     """X API v2 tweets (JSON lines, at the demo's default replay path) about the default topics,
-    30 seconds apart, with a 12-hour hole after the first half (an empty stretch the charts must
-    show as a gap), some native retweets and some posts in other languages."""
+    30 seconds apart (about 50 s of replay at the demo pace of at most 15 posts/s), with a 12-hour
+    hole after the first half (an empty stretch the charts must show as a gap), some native retweets
+    and some posts in other languages."""
     import json
 
     base = 1479900000  # 2016-11-23

@@ -409,10 +409,10 @@ def test_retain_refuses_nonsense_days(tmp_path, days):
 def test_csv_export_neutralises_formulas():
     import pandas as pd
 
-    import app_ui
+    from stream import charts, dashboard
 
     df = pd.DataFrame({"text": ['=HYPERLINK("http://evil","click")', "+1 cmd", "-2+3", "@SUM(A1)", "\tx", "plain"], "polarity": [-0.5, 0.1, 0.2, 0.3, 0.4, 0.5]})
-    out = app_ui.csv_bytes(df).decode()
+    out = charts.csv_bytes(df).decode()
     assert "'=HYPERLINK" in out and "'+1 cmd" in out and "'-2+3" in out and "'@SUM" in out and "plain" in out
     assert "\n=HYPERLINK" not in out and ",-0.5" in out  # numbers untouched
 

@@ -1,6 +1,7 @@
-"""UI of the SparsePulse dashboard (``app.py`` stays thin). Reads the store through one cached read-only
-handle, edits topics through a separate writable one, controls the pipeline worker process; never
-scores inside a rerun. Data shaping (gaps, headline windows, alerts) lives in ``stream.alerts``."""
+"""UI of the SparsePulse dashboard (``app.py`` stays thin). Reads the store through one cached
+read-only handle, edits topics through a separate writable one, controls the pipeline worker
+process; never scores inside a rerun. Data shaping lives in ``stream.charts`` (frames, chart specs,
+posts table) and ``stream.alerts`` (gaps, headline windows, alerts)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -13,7 +14,8 @@ import pandas as pd
 import streamlit as st
 
 from runtime.format import LABELS
-from stream.alerts import Z95, bucket_grid, detect_shifts, fill_gaps, headline, rolling_mean
+from stream import charts
+from stream.alerts import bucket_grid, detect_shifts, fill_gaps, headline
 from stream.formats import semeval_test_file
 from stream.store import Store
 from stream.tracker import DEFAULT_TOPICS, Topic, TopicError
@@ -29,22 +31,28 @@ __all__ = [
     "sidebar",
     "onboarding",
     "dashboard",
-    "csv_bytes",
-    "DEMO_MAX_IDLE_S",
+        "DEMO_MAX_IDLE_S",
+    "DEMO_MAX_RATE",
     "DEMO_SPEED",
+    "demo_replay_args",
 ]
 
-REPO = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[1]
 BUCKETS = {"15 min": 900_000, "1 hour": 3_600_000, "6 hours": 21_600_000, "1 day": 86_400_000}
-COLORS = {"negative": "#d62728", "neutral": "#9e9e9e", "positive": "#2ca02c"}
 VIEWS = ("Overview", "Per topic", "Posts", "Alerts", "Export")
 RANGES = {"All data": None, "Last day": 86_400_000, "Last 3 days": 3 * 86_400_000, "Custom": -1}
-#: the demo replay waits at most this long for the next post (the SemEval file has a 7-day gap;
-#: at 360x a 20-s cap compresses only gaps of more than 2 hours of post time)
-DEMO_MAX_IDLE_S = 20.0
-#: the demo replay's speed: six hours of post time per minute (the SemEval-2017 test tweets, out of
-#: chronological order in their file, cover about three days once the gap is skipped: ~12 minutes)
-DEMO_SPEED = 360
+#: The demo replay (the SemEval-2017 test tweets: 12,284 posts over 19 days, most of them in two
+#: bursts, with a 7-day hole): a day of post time per minute, gaps cut to 5 s of wall time, bursts
+#: spread to at most 15 posts/s; about 15 minutes of steadily arriving posts, not 5 minutes of
+#: mostly silence around two floods (`python -m stream replay --speed/--max-idle/--max-rate`).
+DEMO_SPEED = 1440
+DEMO_MAX_IDLE_S = 5.0
+DEMO_MAX_RATE = 15.0
+
+
+def demo_replay_args(path: Path | str) -> list[str]:
+    """The worker arguments of the demo replay (first visit, `make run`)."""
+    return ["replay", str(path), "--speed", str(DEMO_SPEED), "--max-idle", str(DEMO_MAX_IDLE_S), "--max-rate", str(DEMO_MAX_RATE)]
 
 
 def db_path() -> Path:
@@ -117,9 +125,10 @@ def sidebar(store: Store, worker: Worker) -> dict:
     kind = sb.radio("Source", kinds, key="source_kind")
     speed = sb.select_slider("Replay speed (x real time)", options=[0, 60, 360, 1440, 4320, 10080], value=DEMO_SPEED, key="speed", help="0 = as fast as possible; 360 = six hours per minute; 1440 = a day per minute")
     max_idle = sb.number_input("Longest wait for the next post (s)", 0.0, 3600.0, DEMO_MAX_IDLE_S, 1.0, key="max_idle", help="A recording with a gap of days is not replayed as minutes of silence: longer waits are skipped and marked on the charts. 0 = never skip.")
+    max_rate = sb.number_input("Most posts per second (0 = no cap)", 0.0, 10000.0, DEMO_MAX_RATE, 5.0, key="max_rate", help="A burst of thousands of posts in a few minutes is spread out at this rate; the replay clock slows down through it.")
     args: list[str] | None = None
     worker_env: dict[str, str] = {}
-    replay = ["--speed", str(speed), "--max-idle", str(max_idle)]
+    replay = ["--speed", str(speed), "--max-idle", str(max_idle), "--max-rate", str(max_rate)]
     if kind == kinds[0]:
         default = default_replay_file()
         path = sb.text_input("File path", value=str(default) if default else "", key="path")
@@ -240,9 +249,12 @@ def liveness(worker: Worker, store: Store) -> dict:
     state = _state(s, worker.running)
     bits = [f"**{state}**"]
     if s.get("clock_ms") is not None:
-        bits.append(f"replay clock {_fmt_ms(s['clock_ms'])}" + (f" at {s['speed']:g}× real time" if s.get("speed") else " (as fast as possible)"))
+        pace = f" at {s['speed']:g}× real time" if s.get("speed") else ("" if s.get("max_rate") else " (as fast as possible)")
+        if s.get("max_rate"):
+            pace += f", at most {s['max_rate']:g} posts/s"
+        bits.append(f"replay clock {_fmt_ms(s['clock_ms'])}{pace}")
     if state == "idle" and s.get("next_post_ms"):
-        bits.append(f"idle — next post at {_fmt_ms(s['next_post_ms'])}")
+        bits.append(f"next post at {_fmt_ms(s['next_post_ms'])}")
     if s.get("last_batch_wall"):
         bits.append(f"last batch stored {max(0, time.time() - s['last_batch_wall']):.0f} s ago")
     if s.get("source"):
@@ -263,6 +275,9 @@ def liveness(worker: Worker, store: Store) -> dict:
         st.caption("Skipped by reason: " + (", ".join(f"{k} {v}" for k, v in sorted(skipped.items())) or "none") + (" · rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(rejected.items())) if rejected else ""))
     if s.get("error"):
         st.error(s["error"])
+    elif (log := worker.died()) is not None:
+        st.error(f"The pipeline stopped unexpectedly (a crash, or the process was killed). The end of its log ({worker.log_path}):")
+        st.code(log, language=None)
     if s.get("switch_error"):
         st.warning(s["switch_error"])
     for msg in s.get("source_errors") or []:  # e.g. X rejected a filtered-stream rule
@@ -281,99 +296,11 @@ def _time_window(store: Store, topics: list[str]) -> tuple[int, int] | None:
     choice = st.radio("Range", list(RANGES), horizontal=True, key="range_mode", label_visibility="collapsed")
     span = RANGES[choice]
     if span == -1 and hi > lo:
-        a, b = st.slider("Time range", min_value=_to_dt(lo), max_value=_to_dt(hi), value=(_to_dt(lo), _to_dt(hi)), format="YYYY-MM-DD HH:mm", key="time_range")
+        a, b = st.slider("Time range", min_value=charts.to_dt(lo), max_value=charts.to_dt(hi), value=(charts.to_dt(lo), charts.to_dt(hi)), format="YYYY-MM-DD HH:mm", key="time_range")
         return int(a.timestamp() * 1000), int(b.timestamp() * 1000) + 1
     if span:
         lo = max(lo, hi - span)
     return lo, hi + 1
-
-
-def _to_dt(ms: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
-
-
-def _frame(series: dict[str, list[dict]], smooth: int) -> pd.DataFrame:
-    """Rows for the charts: one per topic and bucket, empty buckets with null polarity (gaps)."""
-    out = []
-    for rows in series.values():
-        sm = _rolling_with_gaps([r["polarity"] for r in rows], smooth)
-        for r, m in zip(rows, sm):
-            p, se, n = r["polarity"], r["polarity_se"], r["n"]
-            out.append({**r, "smoothed": m, "lo": None if p is None else max(-1.0, p - Z95 * se), "hi": None if p is None else min(1.0, p + Z95 * se),
-                        **{f"share_{k}": (r[k] / n if n else None) for k in LABELS}})
-    df = pd.DataFrame(out)
-    if not df.empty:
-        df["time"] = pd.to_datetime(df["bucket_ms"], unit="ms", utc=True)  # one vectorised conversion
-    return df
-
-
-def _rolling_with_gaps(xs: list, k: int) -> list:
-    """Trailing mean over the last ``k`` buckets that have a value; None where the bucket itself has none."""
-    out, vals = [], []
-    for x in xs:
-        if x is None:
-            out.append(None)
-            continue
-        vals.append(x)
-        out.append(rolling_mean(vals[-k:], k)[-1])
-    return out
-
-
-def _x(domain: list) -> dict:
-    return {"field": "time", "type": "temporal", "title": None, "scale": {"domain": domain}}
-
-
-def _events_layers(events: list[dict], lo: int, hi: int, domain: list) -> list[dict]:
-    """Model switches as dashed rules, skipped idle spans of a replay as grey bands labelled "skipped"."""
-    iso = lambda ms: pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()  # noqa: E731
-    layers = []
-    skips = [{"start": iso(max(e["post_ms"], lo)), "end": iso(min(e["end_post_ms"] or e["post_ms"], hi)), "what": e["detail"]} for e in events if e["kind"] == "skip" and e["post_ms"] is not None]
-    if skips:
-        xs = {"field": "start", "type": "temporal", "scale": {"domain": domain}}
-        layers.append({"data": {"values": skips}, "mark": {"type": "rect", "color": "#bbbbbb", "opacity": 0.25}, "encoding": {"x": xs, "x2": {"field": "end"}, "tooltip": [{"field": "what", "type": "nominal"}]}})
-        layers.append({"data": {"values": skips}, "mark": {"type": "text", "align": "left", "baseline": "top", "dx": 3, "dy": 3, "color": "#777", "fontSize": 10, "text": "skipped"}, "encoding": {"x": xs, "y": {"value": 2}}})
-    switches = [{"time": iso(e["post_ms"]), "what": f"model switch: {e['detail']}"} for e in events if e["kind"] == "model_switch" and e["post_ms"] is not None]
-    if switches:
-        layers.append({"data": {"values": switches}, "mark": {"type": "rule", "color": "#7b3fa0", "strokeDash": [4, 3], "strokeWidth": 2}, "encoding": {"x": _x(domain), "tooltip": [{"field": "what", "type": "nominal"}]}})
-    return layers
-
-
-_GAPS = "break-paths-show-domains"  # null (empty bucket) breaks the line instead of bridging it
-
-
-def topic_specs(alerts: list, events: list[dict], lo: int, hi: int, topic: str, domain: list) -> list[dict]:
-    """Vega-Lite specs of one topic: net polarity with its 95% band, smoothed line, alerts and events;
-    class shares; volume -- all on the shared time axis ``domain``; empty buckets are gaps."""
-    x = _x(domain)
-    y = {"field": "lo", "type": "quantitative", "title": "net polarity", "scale": {"domain": [-1, 1]}}
-    tip = [{"field": "time", "type": "temporal", "format": "%Y-%m-%d %H:%M"}, {"field": "n", "type": "quantitative", "title": "opinions"}, {"field": "volume", "type": "quantitative"},
-           {"field": "polarity", "type": "quantitative", "format": ".2f"}, {"field": "lo", "type": "quantitative", "format": ".2f", "title": "95% low"}, {"field": "hi", "type": "quantitative", "format": ".2f", "title": "95% high"}]
-    layers = [
-        {"mark": {"type": "area", "opacity": 0.18, "color": "#1f77b4", "invalid": _GAPS}, "encoding": {"x": x, "y": y, "y2": {"field": "hi"}}},
-        {"mark": {"type": "line", "opacity": 0.45, "point": {"size": 12, "opacity": 0.5}, "invalid": _GAPS}, "encoding": {"x": x, "y": {"field": "polarity", "type": "quantitative"}, "tooltip": tip}},
-        {"mark": {"type": "line", "strokeWidth": 2.5, "invalid": _GAPS}, "encoding": {"x": x, "y": {"field": "smoothed", "type": "quantitative"}}},
-        *_events_layers(events, lo, hi, domain),
-    ]
-    a = [{"time": pd.Timestamp(x_.bucket_ms, unit="ms", tz="UTC").isoformat(), "smoothed": x_.polarity, "z": round(x_.z, 1)} for x_ in alerts if x_.topic == topic]
-    if a:
-        layers.append({"data": {"values": a}, "mark": {"type": "point", "shape": "triangle", "size": 140, "color": "#ff7f0e", "filled": True}, "encoding": {"x": x, "y": {"field": "smoothed", "type": "quantitative"}, "tooltip": [{"field": "time", "type": "temporal"}, {"field": "z", "type": "quantitative"}]}})
-    top = {"title": topic, "height": 220, "layer": layers}
-    shares = {
-        "height": 130,
-        "mark": {"type": "bar"},  # one stacked bar per bucket (long-format rows from _shares): an empty bucket stays empty
-        "encoding": {"x": x, "y": {"field": "share", "type": "quantitative", "stack": "normalize", "title": "class shares"},
-                     "color": {"field": "class", "type": "nominal", "scale": {"domain": list(COLORS), "range": list(COLORS.values())}, "legend": {"orient": "top", "title": None, "direction": "horizontal"}}},
-    }
-    vol = {"height": 90, "mark": "bar", "encoding": {"x": x, "y": {"field": "volume", "type": "quantitative", "title": "posts"},
-           "tooltip": [{"field": "time", "type": "temporal", "format": "%Y-%m-%d %H:%M"}, {"field": "volume", "type": "quantitative"}, {"field": "retweets", "type": "quantitative"}, {"field": "foreign", "type": "quantitative"}]}}
-    return [top, shares, vol]
-
-
-def _shares(d: pd.DataFrame) -> pd.DataFrame:
-    """Long-format class shares (time, class, share) of one topic's rows, empty buckets left out."""
-    long = d.melt(id_vars=["time"], value_vars=[f"share_{k}" for k in LABELS], var_name="class", value_name="share").dropna(subset=["share"])
-    long["class"] = long["class"].str.slice(len("share_"))
-    return long
 
 
 def show(df: pd.DataFrame, spec: dict, key: str) -> None:
@@ -382,47 +309,15 @@ def show(df: pd.DataFrame, spec: dict, key: str) -> None:
     st.vega_lite_chart(df, spec, width="stretch", height=int(spec.get("height", 200)) + (60 if "title" in spec else 40), key=key)
 
 
-def _posts_table(rows: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=["created_ms", "topics", "label", "polarity", "author", "text", "quoted_text", "lang", "is_retweet", "model", "id", "p_neg", "p_neu", "p_pos"])
-    if df.empty:
-        return df
-    df.insert(0, "time", pd.to_datetime(df.pop("created_ms"), unit="ms", utc=True).dt.strftime("%Y-%m-%d %H:%M"))
-    df.insert(1, "sentiment", df.pop("label").map(dict(enumerate(LABELS))))
-    df["link"] = [_post_link(i) for i in df["id"]]
-    if df["author"].isna().all():
-        df = df.drop(columns=["author"])
-    if df["quoted_text"].isna().all():
-        df = df.drop(columns=["quoted_text"])
-    return df
-
-
-def _post_link(pid: str) -> str | None:
-    """The original post on x.com or bsky.app."""
-    src, _, rest = pid.partition(":")
-    if src == "x" and rest.isdigit():
-        return f"https://x.com/i/web/status/{rest}"
-    if src == "bsky" and rest.startswith("at://"):
-        parts = rest[len("at://"):].split("/")
-        if len(parts) == 3:
-            return f"https://bsky.app/profile/{parts[0]}/post/{parts[2]}"
-    return None
-
-
-#: a spreadsheet runs a cell that starts with one of these as a formula (CSV injection)
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_bytes(df: pd.DataFrame) -> bytes:
-    """CSV for spreadsheets: text cells that a spreadsheet would run as a formula are prefixed
-    with an apostrophe (OWASP's advice), so ``=HYPERLINK(...)`` in a post stays text."""
-    safe = df.map(lambda v: "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v) if not df.empty else df
-    return safe.to_csv(index=False).encode()
-
-
-def _style(df: pd.DataFrame):
-    if df.empty:
-        return df
-    return df.style.apply(lambda r: [f"background-color: {COLORS[r['sentiment']]}22"] * len(r), axis=1).format({"polarity": "{:+.2f}", "p_neg": "{:.2f}", "p_neu": "{:.2f}", "p_pos": "{:.2f}"})
+#: the posts table shows each post's class as a coloured label (a pandas Styler colouring whole rows
+#: cost ~150 ms per 2-s rerun for 200 rows; labels and number formats are drawn by the browser)
+_POST_COLUMNS = {
+    "sentiment": st.column_config.MultiselectColumn("sentiment", options=list(LABELS), color=[charts.COLORS[k] for k in LABELS], width="small"),
+    "link": st.column_config.LinkColumn("link", display_text="open"),
+    "is_retweet": st.column_config.CheckboxColumn("retweet"),
+    "polarity": st.column_config.NumberColumn("polarity", format="%+.2f"),
+    **{k: st.column_config.NumberColumn(k, format="%.2f") for k in ("p_neg", "p_neu", "p_pos")},
+}
 
 
 def dashboard(store: Store, worker: Worker, view: dict) -> None:
@@ -453,14 +348,15 @@ def dashboard(store: Store, worker: Worker, view: dict) -> None:
     if chosen == "Overview":
         _overview(series, view, domain)
     elif chosen == "Per topic":
-        df = _frame(series, view["smooth"])
+        df = charts.frame(series, view["smooth"])
+        shares = charts.shares_long(df)
         events = store.events(lo, hi)
         cols = st.columns(2 if len(topics) > 1 else 1)
         for i, t in enumerate(topics):  # every topic has its charts (gaps where it has no posts): stable places
             with cols[i % len(cols)]:
                 d = df[df.topic == t]
-                for j, spec in enumerate(topic_specs(alerts, events, grid[0], grid[-1] + bucket, t, domain)):
-                    show(_shares(d) if j == 1 else d, spec, f"chart_{t}_{j}")
+                for j, spec in enumerate(charts.topic_specs(alerts, events, grid[0], grid[-1] + bucket, t, domain)):
+                    show(shares[shares.topic == t][["time", "class", "share"]] if j == 1 else d[charts.CHART_COLUMNS[j]], spec, f"chart_{t}_{j}")
     elif chosen == "Posts":
         _posts_view(store, topics, lo, hi, view)
     elif chosen == "Alerts":
@@ -487,10 +383,10 @@ def _overview(series: dict[str, list[dict]], view: dict, domain: list) -> None:
     if not vol.empty:
         vol["time"] = pd.to_datetime(vol["bucket_ms"], unit="ms", utc=True)
     if not vol.empty:
-        x = _x(domain)
+        x = charts.x_axis(domain)
         show(vol, {"title": "Share of voice", "height": 170, "mark": "area", "encoding": {"x": x, "y": {"field": "volume", "type": "quantitative", "stack": "normalize", "title": "share of voice"}, "color": {"field": "topic", "type": "nominal"},
                    "tooltip": [{"field": "time", "type": "temporal", "format": "%Y-%m-%d %H:%M"}, {"field": "topic", "type": "nominal"}, {"field": "volume", "type": "quantitative"}]}}, "share_of_voice")
-        show(vol, {"title": "Net polarity per bucket", "height": 260, "mark": {"type": "line", "point": {"size": 10}, "invalid": _GAPS},
+        show(vol, {"title": "Net polarity per bucket", "height": 260, "mark": {"type": "line", "point": {"size": 10}, "invalid": charts.GAPS},
                    "encoding": {"x": x, "y": {"field": "polarity", "type": "quantitative", "title": "net polarity", "scale": {"domain": [-1, 1]}}, "color": {"field": "topic", "type": "nominal"}}}, "compare")
 
 
@@ -500,20 +396,23 @@ def _posts_view(store: Store, topics: list[str], lo: int, hi: int, view: dict) -
     search = c2.text_input("Search text", key="post_search")
     order = c3.selectbox("Order", ["recent", "positive", "negative"], key="post_order")
     rows = store.posts(topics, lo, hi, order, 200, labels=[LABELS.index(x) for x in labels], search=search.strip() or None)
-    df = _posts_table(rows)
-    st.dataframe(_style(df), hide_index=True, key="feed", column_config={"link": st.column_config.LinkColumn("link", display_text="open")})
+    df = charts.posts_table(rows)
+    if not df.empty:
+        df["sentiment"] = [[x] for x in df["sentiment"]]  # a one-label list: drawn as a coloured pill
+        df["is_retweet"] = df["is_retweet"].astype(bool)
+    st.dataframe(df, hide_index=True, key="feed", column_config=_POST_COLUMNS)
 
 
 def _export_view(store: Store, topics: list[str], lo: int, hi: int, series: dict) -> None:
     """Exports are built only when a button is clicked (deferred data), never on a live rerun."""
-    st.download_button("Posts (CSV)", lambda: csv_bytes(_posts_table(store.posts(topics, lo, hi, "recent", 100_000))), "sparsepulse_posts.csv", "text/csv", key="dl_posts_csv", on_click="ignore")
-    st.download_button("Aggregates (CSV)", lambda: csv_bytes(pd.DataFrame([r for rows in series.values() for r in rows])), "sparsepulse_aggregates.csv", "text/csv", key="dl_agg_csv", on_click="ignore")
+    st.download_button("Posts (CSV)", lambda: charts.csv_bytes(charts.posts_table(store.posts(topics, lo, hi, "recent", 100_000))), "sparsepulse_posts.csv", "text/csv", key="dl_posts_csv", on_click="ignore")
+    st.download_button("Aggregates (CSV)", lambda: charts.csv_bytes(pd.DataFrame([r for rows in series.values() for r in rows])), "sparsepulse_aggregates.csv", "text/csv", key="dl_agg_csv", on_click="ignore")
 
     def parquet() -> bytes:
         import io
 
         buf = io.BytesIO()
-        _posts_table(store.posts(topics, lo, hi, "recent", 100_000)).to_parquet(buf, index=False)
+        charts.posts_table(store.posts(topics, lo, hi, "recent", 100_000)).to_parquet(buf, index=False)
         return buf.getvalue()
 
     st.download_button("Posts (Parquet)", parquet, "sparsepulse_posts.parquet", key="dl_posts_parquet", on_click="ignore")
