@@ -8,7 +8,7 @@ SERVE  := $(VENV)/.sparsepulse-serve
 FULL   := $(VENV)/.sparsepulse-installed
 DEPS   := pyproject.toml runtime/_build.py $(wildcard native/*.c native/*.h)
 
-.PHONY: setup setup-serve run test teacher clean chromium
+.PHONY: setup setup-serve run test teacher clean chromium postgresql
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,12 +28,16 @@ $(FULL): $(DEPS) | $(PY)
 setup-serve: $(SERVE)
 setup: $(FULL)
 
-test: setup chromium
+test: setup chromium postgresql
 	$(PY) -m pytest -q
 
 # the browser test drives Debian's chromium (Playwright's own browser download does not work here)
 chromium:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] || { echo "make test needs Debian's chromium for the browser test: run 'sudo apt-get install chromium' once (this user cannot)"; exit 1; }; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# the PostgreSQL store tests start their own server from Debian's postgresql (initdb + pg_ctl in a temp dir)
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { [ "$$(id -u)" = 0 ] || { echo "make test needs Debian's postgresql for the PostgreSQL store tests: run 'sudo apt-get install postgresql' once (this user cannot)"; exit 1; }; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
 # The dashboard on 127.0.0.1:8501, replaying the SemEval-2017 test tweets with the most accurate
 # shipped model (models/sparsepulse-*-int8 with a metrics.json). On a checkout without a shipped

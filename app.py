@@ -1,12 +1,12 @@
-"""SparsePulse dashboard: `streamlit run app.py` (or `make run`). Logic lives in stream/dashboard.py."""
+"""SparsePulse dashboard: `streamlit run app.py` (or `make run`). Logic lives in app_ui.py (Streamlit) and stream/charts.py (data shaping)."""
 import streamlit as st
 
-from stream import dashboard as ui
+import app_ui as ui
 from stream.worker import Worker
 
 st.set_page_config(page_title="SparsePulse", layout="wide")
-store = ui.ro_store(str(ui.db_path()))
-worker = Worker(ui.db_path())
+store = ui.ro_store(ui.db_location())
+worker = Worker(ui.db_location())
 view = ui.sidebar(store, worker)
 
 if "autostarted" not in st.session_state:  # first visit: replay the default file if there is one

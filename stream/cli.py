@@ -62,7 +62,12 @@ def _run(args, make_source) -> int:
         return 2
     src = make_source(store)
     model_dir = Path(args.model) if args.model else default_model_dir()
-    scorer = Scorer(model_dir, threads=args.threads)
+    if getattr(args, "ray", None):
+        from .backfill import RayScorer
+
+        scorer = RayScorer(model_dir, args.ray, actors=args.actors, threads=max(1, args.threads))
+    else:
+        scorer = Scorer(model_dir, threads=args.threads)
     pipe = Pipeline(src, scorer, store, model_name=model_dir.name, batch_size=args.batch_size, max_batch_size=max(args.batch_size, args.max_batch_size), max_wait_s=args.max_wait_ms / 1000)
     signal.signal(signal.SIGTERM, lambda *_: pipe.stop.set())
     pacer = getattr(src, "pacer", None)
@@ -176,6 +181,24 @@ def _cmd_replay(args) -> int:
     return _run(args, lambda store: ReplaySource(args.file, fmt=args.format, csv_map=args.csv_map, speed=args.speed, max_idle=args.max_idle, max_rate=args.max_rate))
 
 
+def _cmd_backfill(args) -> int:
+    from .backfill import backfill, plan
+    from .store import Store
+
+    if args.shard_mb <= 0 or args.threads < 0 or args.actors < 0:
+        raise ValueError("--shard-mb must be > 0, --threads and --actors >= 0")
+    store = Store(args.db)
+    for t in args.topic or []:
+        store.save_topic(t)
+    shards = plan(args.files, int(args.shard_mb * (1 << 20)), fmt=args.format)
+    model_dir = Path(args.model) if args.model else default_model_dir()
+    d = backfill(shards, args.db, model_dir, ray_address=args.ray, actors=args.actors, threads=args.threads, batch_size=args.batch_size, max_batch_size=max(args.batch_size, args.max_batch_size), progress=not args.quiet)
+    rate = d["items"] / d["seconds"] if d["seconds"] else 0.0
+    print(f"shards {d['shards']} (re-queued after a lost actor: {d['retried']})  items {d['items']}  posts {d['posts']}  matched {d['matched']}  stored new {d['stored']}  rejected {d['rejected']}  {rate:,.0f} items/s")
+    print("skipped: " + (", ".join(f"{k}={v}" for k, v in sorted(d["skipped"].items())) or "none"))
+    return 0
+
+
 def _cmd_bluesky(args) -> int:
     from .bluesky import BlueskySource
 
@@ -229,7 +252,7 @@ def _cmd_retain(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stream", description="SparsePulse stream: ingest posts, match topics, score, store.")
-    ap.add_argument("--db", default=os.environ.get("SPARSEPULSE_DB", DEFAULT_DB), help="SQLite store (default: %(default)s)")
+    ap.add_argument("--db", default=os.environ.get("SPARSEPULSE_DB", DEFAULT_DB), help="the store: an SQLite file (default: %(default)s) or a postgresql:// URL (password better in PGPASSWORD or ~/.pgpass); $SPARSEPULSE_DB")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     def common(p):
@@ -241,6 +264,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--max-wait-ms", type=float, default=200.0, help="close a micro-batch after this long (default: %(default)s)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.add_argument("--status-file", default=None, help="write pipeline stats here as JSON about once a second (the dashboard reads it)")
+        ray_args(p)
+
+    def ray_args(p):
+        p.add_argument("--ray", default=None, metavar="auto|local|ADDRESS", help="score on a Ray cluster: auto = the one `ray start` began on this machine, local = a private one here, or a cluster address (needs sparsepulse[cluster])")
+        p.add_argument("--actors", type=int, default=0, help="with --ray: scoring actors (0 = one per CPU of the cluster)")
 
     r = sub.add_parser("replay", help="replay a recorded file (twarc2, v2, v1.1, CSV, SemEval TSV; .gz ok)", description="Replay a recorded file into the store. Resumes where the last run stopped; re-delivered posts are stored once.")
     r.add_argument("file")
@@ -258,6 +286,19 @@ def main(argv: list[str] | None = None) -> int:
     xp = sub.add_parser("x", help="live X posts (filtered stream; needs X_BEARER_TOKEN and an access level with streaming)", description="Follow X's v2 filtered stream with rules built from the topics (tagged sparsepulse:<topic>, re-synced when topics change). The token is read from X_BEARER_TOKEN and never stored.")
     xp.add_argument("--rule-length", type=int, default=512, choices=(512, 1024, 2048), help="maximum rule length of your access level: 1024 (Pro, pay-per-use) or 2048 (Enterprise); 512 is valid everywhere (default)")
     common(xp)
+
+    bf = sub.add_parser("backfill", help="score recorded files as fast as the machine (or a Ray cluster) allows, in shards that each resume on their own",
+                        description="Backfill recorded files: large uncompressed line-per-item files are cut into byte-range shards on line starts, each with its own offset in the store, so a shard retried after a crash (or a lost Ray node) resumes where it stopped and every post is stored once.")
+    bf.add_argument("files", nargs="+")
+    bf.add_argument("--format", default=None, help="override format detection (all files): twarc2, twarc2-flat, v2, v1, csv, semeval")
+    bf.add_argument("--shard-mb", type=float, default=64.0, help="split uncompressed line-per-item files into shards of about this many MB (default: %(default)s)")
+    bf.add_argument("--topic", action="append", type=_parse_topic, metavar="NAME=TERMS", help="topic to track (saved in the store)")
+    bf.add_argument("--model", default=None, help="model directory (default: the smallest shipped model)")
+    bf.add_argument("--threads", type=int, default=1, help="scoring threads per actor, or of this process without --ray (default: %(default)s)")
+    bf.add_argument("--batch-size", type=int, default=64)
+    bf.add_argument("--max-batch-size", type=int, default=512)
+    bf.add_argument("--quiet", action="store_true", help="no progress bar")
+    ray_args(bf)
 
     t = sub.add_parser("topics", help="list, add or remove tracked topics")
     tsub = t.add_subparsers(dest="action", required=True)
@@ -289,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             from .soak import run_from_args
 
             return run_from_args(args)
-        return {"replay": _cmd_replay, "bluesky": _cmd_bluesky, "x": _cmd_x, "topics": _cmd_topics, "retain": _cmd_retain}[args.cmd](args)
-    except (UnknownFormat, StoreError, TopicError, SparsePulseError, FileNotFoundError, XAccessError, ValueError) as e:
+        return {"backfill": _cmd_backfill, "replay": _cmd_replay, "bluesky": _cmd_bluesky, "x": _cmd_x, "topics": _cmd_topics, "retain": _cmd_retain}[args.cmd](args)
+    except (UnknownFormat, StoreError, TopicError, SparsePulseError, FileNotFoundError, XAccessError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -143,7 +143,7 @@ class Pipeline:
     def _systemic(self, exc: BaseException) -> bool:
         """Errors that say nothing about the records (database down, out of memory): stop the run
         with the offset where it was, so nothing is lost; everything else is the records' fault."""
-        if isinstance(exc, MemoryError) or self.store.is_transient(exc):
+        if isinstance(exc, MemoryError) or self.store.is_transient(exc) or getattr(exc, "systemic", False):
             return True
         return getattr(exc, "status", None) == 2  # runtime.NativeError SP_ERR_NOMEM
 

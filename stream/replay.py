@@ -47,6 +47,39 @@ def _open_binary(path: Path) -> IO[bytes]:
     return f
 
 
+def is_compressed(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == _GZIP_MAGIC
+
+
+def line_boundaries(path: Path, every: int) -> list[int]:
+    """Byte offsets that split an uncompressed file into ranges of about ``every`` bytes, each
+    starting on a line start: ``[0, b1, ..., size]`` (a backfill's shards)."""
+    if every <= 0:
+        raise ValueError("every must be positive")
+    size = path.stat().st_size
+    out = [0]
+    with open(path, "rb") as f:
+        while out[-1] + every < size:
+            pos = out[-1] + every
+            f.seek(pos)
+            while True:  # on to the end of the line the cut falls in
+                block = f.read(_BLOCK)
+                nl = block.find(b"\n")
+                if nl >= 0:
+                    pos += nl + 1
+                    break
+                if not block:
+                    pos = size
+                    break
+                pos += len(block)
+            if pos >= size:
+                break
+            out.append(pos)
+    out.append(size)
+    return out
+
+
 def read_lines(f: IO[bytes], max_line: int = MAX_LINE_BYTES) -> Iterator[bytes | _Marker]:
     """Non-blank lines of a binary stream, without their line ends; memory stays under
     ``max_line`` + one block whatever the input. A longer line yields ``LINE_TOO_LONG`` once and is
@@ -264,21 +297,53 @@ class Pacer:
                 self._t0_post, self._t0_wall = hi, self._last_emit
 
 
+class _ByteRange:
+    """``read1`` over bytes [start, end) of an uncompressed file (a backfill shard)."""
+
+    def __init__(self, f: IO[bytes], start: int, end: int):
+        self.f, self.left = f, end - start
+        f.seek(start)
+
+    def read1(self, n: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        b = self.f.read1(min(n if n > 0 else self.left, self.left))
+        self.left -= len(b)
+        return b
+
+    def __enter__(self) -> "_ByteRange":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+
+
 class ReplaySource:
     """Items of a recorded file, each ``(offset, Post | Skip)``; ``offset`` counts items from 1.
 
     ``start_after`` resumes after that many items (the offset the store committed).
     The source key identifies the file by path and a hash of its first 64 kB, so a different
     file at the same path does not inherit the old offset.
+
+    ``byte_range=(start, end)``: only the lines in bytes [start, end) of an uncompressed file in a
+    line-per-item format (a backfill shard; ``start`` and ``end`` on line starts); the range is part
+    of the key, so every shard keeps its own offset.
     """
 
-    def __init__(self, path: str | os.PathLike, fmt: str | None = None, csv_map: dict[str, str] | None = None, speed: float = 0.0, max_idle: float = 0.0, max_rate: float = 0.0):
+    def __init__(self, path: str | os.PathLike, fmt: str | None = None, csv_map: dict[str, str] | None = None, speed: float = 0.0, max_idle: float = 0.0, max_rate: float = 0.0,
+                 byte_range: tuple[int, int] | None = None):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such file")
         if fmt is not None and fmt not in FORMATS:
             raise UnknownFormat(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
         self.fmt = fmt or self._detect()
+        self.byte_range = byte_range
+        if byte_range is not None:
+            if self.fmt not in self._LINE_PER_ITEM or is_compressed(self.path):
+                raise ValueError(f"{self.path}: a byte range needs an uncompressed file with one item per line (format {self.fmt})")
+            if not 0 <= byte_range[0] <= byte_range[1]:
+                raise ValueError(f"bad byte range {byte_range}")
         self.csv_map = csv_map
         self.pacer = Pacer(speed, max_idle, max_rate)
         with _open_binary(self.path) as f:
@@ -288,6 +353,9 @@ class ReplaySource:
                 head = b""
         self.key = f"file:{self.path.resolve()}:{hashlib.sha1(head).hexdigest()[:12]}"
         self.name = self.path.name
+        if byte_range is not None:
+            self.key += f"#bytes={byte_range[0]}-{byte_range[1]}"
+            self.name += f" [{byte_range[0]:,}-{byte_range[1]:,})"
 
     def _detect(self) -> str:
         lines = []
@@ -305,7 +373,7 @@ class ReplaySource:
     def _items(self, skip: int = 0) -> Iterator[Post | Skip | None]:
         """The file's items in order; with ``skip``, the first ``skip`` items may come as None
         without being parsed (line-per-item formats: a resume does not re-parse what it skips)."""
-        with _open_binary(self.path) as f:
+        with (_ByteRange(open(self.path, "rb"), *self.byte_range) if self.byte_range else _open_binary(self.path)) as f:
             raw = read_lines(f)
             if self.fmt in self._LINE_PER_ITEM:
                 for _ in range(skip):

@@ -8,7 +8,6 @@ divides it (15-minute buckets over 30 days read 43,000 quarter-hour rows, not 20
 """
 from __future__ import annotations
 
-import sqlite3
 from typing import Sequence
 
 __all__ = ["LEVELS", "FOREIGN_SQL", "is_foreign", "add", "rebuild", "aggregates", "totals", "polarity_se"]
@@ -21,6 +20,12 @@ LEVELS = (("rollups", "minute", 1), ("rollups_quarter", "quarter", 15), ("rollup
 FOREIGN_SQL = "(p.lang IS NOT NULL AND p.lang NOT IN ('en', 'und'))"
 
 _SUMS = "n, n_neg, n_neu, n_pos, sum_pol, sum_pol2"
+#: 0/1 as an integer (PostgreSQL does not sum or store booleans as numbers)
+_FOREIGN_INT = f"CASE WHEN {FOREIGN_SQL} THEN 1 ELSE 0 END"
+
+
+def _count_label(k: int) -> str:
+    return f"SUM(CASE WHEN s.label = {k} THEN 1 ELSE 0 END)"
 
 
 def is_foreign(lang: str | None) -> bool:
@@ -52,7 +57,7 @@ def polarity_se(n: int, s1: float, s2: float) -> float | None:
     return (var / n) ** 0.5
 
 
-def add(c: sqlite3.Connection, rows) -> None:
+def add(c, rows) -> None:
     """Add ``(post, label, probabilities, topics)`` of newly stored posts to every level."""
     acc: dict[tuple, list] = {}
     for p, label, pr, ts in rows:
@@ -72,20 +77,19 @@ def add(c: sqlite3.Connection, rows) -> None:
                     s[i] += x
         c.executemany(
             f"INSERT INTO {table}(topic, {unit}, rt, foreign_lang, {_SUMS}) VALUES (?,?,?,?,?,?,?,?,?,?) "
-            f"ON CONFLICT(topic, {unit}, rt, foreign_lang) DO UPDATE SET n = n + excluded.n, n_neg = n_neg + excluded.n_neg, "
-            "n_neu = n_neu + excluded.n_neu, n_pos = n_pos + excluded.n_pos, sum_pol = sum_pol + excluded.sum_pol, sum_pol2 = sum_pol2 + excluded.sum_pol2",
+            f"ON CONFLICT(topic, {unit}, rt, foreign_lang) DO UPDATE SET " + ", ".join(f"{k} = {table}.{k} + excluded.{k}" for k in _SUMS.split(", ")),
             [(*k, *v) for k, v in level.items()],
         )
 
 
-def rebuild(c: sqlite3.Connection) -> None:
+def rebuild(c) -> None:
     """Recompute every level from the posts (after retention deleted some)."""
     for table, _, _ in LEVELS:
         c.execute(f"DELETE FROM {table}")
     c.execute(
-        "INSERT INTO rollups SELECT m.topic, m.created_ms / 60000, p.is_retweet, " + FOREIGN_SQL + ", COUNT(*), SUM(s.label = 0), SUM(s.label = 1), "
-        "SUM(s.label = 2), SUM(s.polarity), SUM(s.polarity * s.polarity) FROM matches m JOIN posts p ON p.id = m.post_id "
-        "JOIN scores s ON s.post_id = m.post_id GROUP BY m.topic, m.created_ms / 60000, p.is_retweet, " + FOREIGN_SQL
+        f"INSERT INTO rollups SELECT m.topic, m.created_ms / 60000, p.is_retweet, {_FOREIGN_INT}, COUNT(*), {_count_label(0)}, {_count_label(1)}, "
+        f"{_count_label(2)}, SUM(s.polarity), SUM(s.polarity * s.polarity) FROM matches m JOIN posts p ON p.id = m.post_id "
+        f"JOIN scores s ON s.post_id = m.post_id GROUP BY m.topic, m.created_ms / 60000, p.is_retweet, {_FOREIGN_INT}"
     )
     for table, unit, minutes in LEVELS[1:]:
         c.execute(fill_from_minutes_sql(table, unit, minutes))
@@ -103,7 +107,7 @@ def _where(topics: Sequence[str], unit: str, lo: int | None, hi: int | None) -> 
     return " AND ".join(where), args
 
 
-def aggregates(con: sqlite3.Connection, topics: Sequence[str], bucket_ms: int, start_ms: int | None = None, end_ms: int | None = None, *, retweets: bool = False, foreign: bool = False) -> list[dict]:
+def aggregates(con, topics: Sequence[str], bucket_ms: int, start_ms: int | None = None, end_ms: int | None = None, *, retweets: bool = False, foreign: bool = False) -> list[dict]:
     """Per topic and time bucket (a whole number of minutes); see ``Store.aggregates``."""
     if bucket_ms <= 0 or bucket_ms % 60000:
         raise ValueError("bucket_ms must be a positive whole number of minutes")
@@ -118,7 +122,7 @@ def aggregates(con: sqlite3.Connection, topics: Sequence[str], bucket_ms: int, s
     unit_ms = minutes * 60000
     bm = bucket_ms // unit_ms
     where, args = _where(topics, unit, None if start_ms is None else int(start_ms) // unit_ms, None if end_ms is None else -(-int(end_ms) // unit_ms))
-    opinion = "(rt = 0 OR ?) AND (foreign_lang = 0 OR ?)"
+    opinion = "(rt = 0 OR ? = 1) AND (foreign_lang = 0 OR ? = 1)"
     q = f"""
         SELECT topic, ({unit} / ?) * ? AS bucket, SUM(n), SUM(n * rt), SUM(n * foreign_lang),
                SUM(CASE WHEN {opinion} THEN n ELSE 0 END), SUM(CASE WHEN {opinion} THEN n_neg ELSE 0 END),
@@ -128,14 +132,18 @@ def aggregates(con: sqlite3.Connection, topics: Sequence[str], bucket_ms: int, s
         GROUP BY topic, bucket ORDER BY topic, bucket"""
     flags = [int(retweets), int(foreign)]
     rows = con.execute(q, [bm, bm, *flags * 6, *args]).fetchall()
-    return [{
-        "topic": t, "bucket_ms": int(b) * unit_ms, "volume": int(vol), "retweets": int(n_rt), "foreign": int(n_fo),
-        "n": int(n), "negative": int(n0), "neutral": int(n1), "positive": int(n2),
-        "polarity": sp / n if n else None, "polarity_se": polarity_se(n, sp, sp2),
-    } for t, b, vol, n_rt, n_fo, n, n0, n1, n2, sp, sp2 in rows]
+    out = []
+    for t, b, vol, n_rt, n_fo, n, n0, n1, n2, sp, sp2 in rows:  # PostgreSQL sums integers as numeric
+        n, sp, sp2 = int(n), float(sp), float(sp2)
+        out.append({
+            "topic": t, "bucket_ms": int(b) * unit_ms, "volume": int(vol), "retweets": int(n_rt), "foreign": int(n_fo),
+            "n": n, "negative": int(n0), "neutral": int(n1), "positive": int(n2),
+            "polarity": sp / n if n else None, "polarity_se": polarity_se(n, sp, sp2),
+        })
+    return out
 
 
-def totals(con: sqlite3.Connection, topics: Sequence[str], start_ms: int | None = None, end_ms: int | None = None) -> dict:
+def totals(con, topics: Sequence[str], start_ms: int | None = None, end_ms: int | None = None) -> dict:
     """Matched posts, retweets, other-language posts and opinions in [start_ms, end_ms); see
     ``Store.totals``. Whole hours come from the hourly level, the partial hours at the edges from the
     minutes."""

@@ -1,4 +1,4 @@
-"""SQLite store (WAL): posts, scores, topic matches, topics, source offsets, skip counts.
+"""The store (contract 2) on SQLite (WAL; the default) or PostgreSQL (``stream.backend``): posts, scores, topic matches, topics, source offsets, skip counts.
 
 The pipeline writes one transaction per micro-batch, including the source offset, so a crash
 (even ``kill -9``) and a restart store every post exactly once. Inserts are idempotent (posts are
@@ -9,13 +9,13 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from . import rollups
+from .backend import open_backend
 from .post import Post
 from .rollups import FOREIGN_SQL as _FOREIGN_SQL
 from .tracker import Topic
@@ -102,10 +102,11 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (topic, minute, rt, foreign_lang)
     );
     INSERT INTO rollups
-        SELECT m.topic, m.created_ms / 60000, p.is_retweet, (p.lang IS NOT NULL AND p.lang NOT IN ('en', 'und')),
-               COUNT(*), SUM(s.label = 0), SUM(s.label = 1), SUM(s.label = 2), SUM(s.polarity), SUM(s.polarity * s.polarity)
+        SELECT m.topic, m.created_ms / 60000, p.is_retweet, CASE WHEN p.lang IS NOT NULL AND p.lang NOT IN ('en', 'und') THEN 1 ELSE 0 END,
+               COUNT(*), SUM(CASE WHEN s.label = 0 THEN 1 ELSE 0 END), SUM(CASE WHEN s.label = 1 THEN 1 ELSE 0 END),
+               SUM(CASE WHEN s.label = 2 THEN 1 ELSE 0 END), SUM(s.polarity), SUM(s.polarity * s.polarity)
         FROM matches m JOIN posts p ON p.id = m.post_id JOIN scores s ON s.post_id = m.post_id
-        GROUP BY m.topic, m.created_ms / 60000, p.is_retweet, (p.lang IS NOT NULL AND p.lang NOT IN ('en', 'und'));
+        GROUP BY m.topic, m.created_ms / 60000, p.is_retweet, CASE WHEN p.lang IS NOT NULL AND p.lang NOT IN ('en', 'und') THEN 1 ELSE 0 END;
     CREATE TABLE events (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         kind TEXT NOT NULL,
@@ -155,34 +156,25 @@ def _now_ms() -> int:
 class Store:
     """One SQLite database. Safe to use from several threads (one connection per thread)."""
 
-    def __init__(self, path: str | Path, *, readonly: bool = False):
-        self.path = Path(path)
+    def __init__(self, location: str | Path, *, readonly: bool = False):
+        """``location``: an SQLite file path (the default engine) or a ``postgresql://`` URL."""
+        self.backend = open_backend(location)
+        self.path = getattr(self.backend, "path", None)  # the SQLite file (None for PostgreSQL)
+        self.location = self.backend.location  # for messages: a URL's password redacted
         self.readonly = readonly
         self._local = threading.local()
         if not readonly:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._migrate()
 
     # ------------------------------------------------------------------ connections
-    def _connect(self) -> sqlite3.Connection:
-        if self.readonly:
-            con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None)
-        else:
-            con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=NORMAL")
-        con.execute("PRAGMA foreign_keys=ON")
-        con.execute("PRAGMA busy_timeout=30000")
-        return con
-
     @property
-    def con(self) -> sqlite3.Connection:
+    def con(self):
         c = getattr(self._local, "con", None)
         if c is None:
             try:
-                c = self._local.con = self._connect()
-            except sqlite3.Error as e:
-                raise StoreError(f"{self.path}: cannot open database: {e}") from None
+                c = self._local.con = self.backend.connect(self.readonly)
+            except self.backend.errors() as e:
+                raise StoreError(f"{self.location}: cannot open database: {e}") from None
         return c
 
     def close(self) -> None:
@@ -192,9 +184,9 @@ class Store:
             self._local.con = None
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator:
         c = self.con
-        c.execute("BEGIN IMMEDIATE")
+        self.backend.begin_write(c)
         try:
             yield c
         except BaseException:
@@ -210,14 +202,14 @@ class Store:
                 row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
                 version = int(row[0]) if row else 0
                 if version > SCHEMA_VERSION:
-                    raise StoreError(f"{self.path}: schema version {version} is newer than this program ({SCHEMA_VERSION})")
+                    raise StoreError(f"{self.location}: schema version {version} is newer than this program ({SCHEMA_VERSION})")
                 for v in range(version + 1, SCHEMA_VERSION + 1):
                     for stmt in _MIGRATIONS[v].split(";"):
                         if stmt.strip():
                             c.execute(stmt)
                     c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(v),))
-        except sqlite3.DatabaseError as e:
-            raise StoreError(f"{self.path}: not a usable SparsePulse database: {e}") from None
+        except self.backend.errors() as e:
+            raise StoreError(f"{self.location}: not a usable SparsePulse database: {e}") from None
 
     def schema_version(self) -> int:
         row = self.con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -248,12 +240,10 @@ class Store:
             for i in range(0, len(ids), 500):  # which posts are already stored (re-delivered): they change nothing
                 chunk = ids[i : i + 500]
                 seen.update(r[0] for r in c.execute(f"SELECT id FROM posts WHERE id IN ({','.join('?' * len(chunk))})", chunk))
-            before = c.total_changes
-            c.executemany(
+            new = c.executemany(
                 "INSERT OR IGNORE INTO posts(id, source, created_ms, text, author, lang, ingested_ms, claimed_ms, quoted_text, is_retweet) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 [(p.id, p.source, p.created_ms, p.text, p.author, p.lang, now, p.claimed_ms, p.quoted_text, int(p.is_retweet)) for p in posts],
-            )
-            new = c.total_changes - before
+            ).rowcount
             c.execute("UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'posts'", (new,))
             rollups.add(c, [(p, int(l), pr, ts) for p, l, pr, ts in zip(posts, labels, probs, topics) if p.id not in seen])
             c.executemany(
@@ -309,7 +299,7 @@ class Store:
     @staticmethod
     def _add_skips(c, key: str, skips: dict[str, int]) -> None:
         c.executemany(
-            "INSERT INTO skips(source_key, reason, count) VALUES (?,?,?) ON CONFLICT(source_key, reason) DO UPDATE SET count = count + excluded.count",
+            "INSERT INTO skips(source_key, reason, count) VALUES (?,?,?) ON CONFLICT(source_key, reason) DO UPDATE SET count = skips.count + excluded.count",
             [(key, r, int(n)) for r, n in skips.items() if n],
         )
 
@@ -324,11 +314,10 @@ class Store:
             if rejects:
                 self._add_rejects(c, source_key, rejects, now)
 
-    @staticmethod
-    def is_transient(exc: BaseException) -> bool:
-        """An error of the database itself (locked, full, I/O, missing table): retrying the same
-        records later may succeed, so the pipeline stops instead of rejecting them."""
-        return isinstance(exc, (sqlite3.OperationalError, StoreError))
+    def is_transient(self, exc: BaseException) -> bool:
+        """An error of the database itself (locked, full, I/O, missing table, lost server): retrying
+        the same records later may succeed, so the pipeline stops instead of rejecting them."""
+        return isinstance(exc, (*self.backend.transient_errors(), StoreError))
 
     # ------------------------------------------------------------------ topics
     def save_topic(self, topic: Topic) -> None:
@@ -435,10 +424,10 @@ class Store:
             cond.append("m.created_ms < ?")
             args.append(int(end_ms))
         if labels is not None:
-            cond.append(f"s.label IN ({','.join('?' * len(labels))})" if labels else "0")
+            cond.append(f"s.label IN ({','.join('?' * len(labels))})" if labels else "1 = 0")
             args += [int(x) for x in labels]
         if search:
-            cond.append("instr(lower(p.text), ?) > 0")
+            cond.append("instr(lower(p.text), ?) > 0")  # strpos in PostgreSQL (stream.backend)
             args.append(search.lower())
         if not retweets:
             cond.append("p.is_retweet = 0")
@@ -486,5 +475,5 @@ class Store:
             n = c.execute("DELETE FROM posts WHERE created_ms < ?", (cutoff,)).rowcount
         if n:
             self.rebuild_rollups()
-        self.con.execute("VACUUM")
+        self.backend.vacuum(self.con)
         return n

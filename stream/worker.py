@@ -2,10 +2,11 @@
 
 The worker is ``python -m stream <source> ... --status-file F``: it writes its stats as JSON to F
 (atomically, about once a second) and handles SIGUSR1 (pause) / SIGUSR2 (resume) / SIGTERM (stop
-after the current batch). A pid file beside the database lets a restarted dashboard find it.
+after the current batch). A pid file beside the database (in data/ for a PostgreSQL store) lets a restarted dashboard find it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -14,19 +15,29 @@ import sys
 import time
 from pathlib import Path
 
+from .backend import is_url, split_password
+
 __all__ = ["Worker", "status_path", "write_status", "control_path", "read_control"]
 
 _REPO = Path(__file__).resolve().parents[1]
 _LOG_MARK = "\n--- sparsepulse worker started "
 
 
+def _base(db: str | Path) -> str:
+    """Where a store's worker files live: beside an SQLite file; for a PostgreSQL store, in data/
+    under a name derived from the URL (without its password)."""
+    if not is_url(db):
+        return str(db)
+    return str(_REPO / "data" / f"postgresql-{hashlib.sha1(split_password(db)[0].encode()).hexdigest()[:12]}")
+
+
 def status_path(db: str | Path) -> Path:
-    return Path(str(db) + ".worker.json")
+    return Path(_base(db) + ".worker.json")
 
 
 def control_path(db: str | Path) -> Path:
     """What the dashboard asks of a running worker (JSON: {"model": path}); read about once a second."""
-    return Path(str(db) + ".worker.control.json")
+    return Path(_base(db) + ".worker.control.json")
 
 
 def read_control(path: Path) -> dict:
@@ -38,7 +49,7 @@ def read_control(path: Path) -> dict:
 
 
 def _pid_path(db: str | Path) -> Path:
-    return Path(str(db) + ".worker.pid")
+    return Path(_base(db) + ".worker.pid")
 
 
 def write_status(path: Path, status: dict) -> None:
@@ -51,7 +62,10 @@ class Worker:
     """Handle on the pipeline process of one database (``db``)."""
 
     def __init__(self, db: str | Path):
-        self.db = Path(db)
+        self.db = db if is_url(db) else Path(db)
+        #: the location on the worker's command line (a URL without its password) and the password
+        self._arg, self._password = split_password(db)
+        Path(_base(db)).parent.mkdir(parents=True, exist_ok=True)
 
     def _is_ours(self, pid: int) -> bool:
         """Whether ``pid`` is still this database's worker (a pid file can outlive its process and
@@ -68,7 +82,7 @@ class Worker:
             time.sleep(0.01)  # empty while the kernel is still setting up a just-started exec (or a kernel thread)
         argv = raw.split(b"\0")
         args = [a.decode("utf-8", "replace") for a in argv]
-        return "stream" in args and "--db" in args and str(self.db) in args
+        return "stream" in args and "--db" in args and self._arg in args
 
     def _pid(self) -> int | None:
         try:
@@ -103,10 +117,12 @@ class Worker:
         self.stop()
         write_status(control_path(self.db), {"model": str(model)} if model else {})
         write_status(status_path(self.db), {"state": "starting", "written_wall": time.time(), "exited": False})  # not the last run's
-        cmd = [sys.executable, "-m", "stream", "--db", str(self.db), *source_args, "--quiet", "--status-file", str(status_path(self.db)), "--threads", str(threads)]
+        cmd = [sys.executable, "-m", "stream", "--db", self._arg, *source_args, "--quiet", "--status-file", str(status_path(self.db)), "--threads", str(threads)]
         if model:
             cmd += ["--model", str(model)]
         child_env = {**os.environ, **(env or {}), "PYTHONPATH": str(_REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        if self._password is not None:
+            child_env["PGPASSWORD"] = self._password
         with open(log_file or self.log_path, "ab") as log:  # the child keeps its own descriptor
             log.write(f"{_LOG_MARK}{time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(cmd[2:])}\n".encode())
             log.flush()
@@ -147,7 +163,7 @@ class Worker:
 
     @property
     def log_path(self) -> Path:
-        return Path(str(self.db) + ".worker.log")
+        return Path(_base(self.db) + ".worker.log")
 
     def last_run_log(self, max_lines: int = 25, max_bytes: int = 65536) -> str:
         """The end of the latest run's output (read from the last ``max_bytes`` of the log only)."""

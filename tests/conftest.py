@@ -30,3 +30,35 @@ def synthetic_model_dir(tmp_path_factory) -> Path:
     for f in TOKENIZER_FILES:
         shutil.copy2(base_model_dir() / f, d / f)
     return d
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server for the session (``stream.pglocal``: initdb in a temp dir, pg_ctl on a
+    Unix socket). ``make test`` installs Debian's postgresql when it is missing; without it these
+    tests fail (they are not skipped)."""
+    from stream.pglocal import LocalPostgres
+
+    pg = LocalPostgres().start()
+    yield pg
+    pg.stop()
+
+
+def new_pg_database(pg) -> str:
+    """A fresh, empty database on ``pg``; returns its URL."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:16]}"  # unique whichever module object (conftest, tests.conftest) calls
+    with psycopg.connect(pg.url, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    return pg.url.replace(f"/{pg.db}?", f"/{name}?")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path) -> str:
+    """A store location for each engine: an SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "db.sqlite")
+    return new_pg_database(request.getfixturevalue("pg_server"))

@@ -23,6 +23,14 @@ def env(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.fixture
+def env_db(db, tmp_path, monkeypatch):
+    """The dashboard on each store engine (SQLite file, PostgreSQL database)."""
+    monkeypatch.setenv("SPARSEPULSE_DB", db)
+    monkeypatch.setenv("SPARSEPULSE_DATA", str(tmp_path / "no-data"))
+    return db
+
+
 def _fill(db, n=60):
     store = Store(db)
     store.save_topic(Topic.parse("apple", "apple"))
@@ -56,8 +64,8 @@ def test_onboarding_on_empty_store(env):
     assert {e.label for e in at.sidebar.text_input} >= {"File path", "New topic name"}
 
 
-def test_filled_store_renders_and_escapes_posts(env):
-    _fill(env / "db.sqlite")
+def test_filled_store_renders_and_escapes_posts(env_db):
+    _fill(env_db)
     at = _run()
     assert at.title[0].value == "SparsePulse"
     at.segmented_control(key="view_tab").set_value("Posts")
@@ -65,25 +73,25 @@ def test_filled_store_renders_and_escapes_posts(env):
     frames = [df.value for df in at.dataframe]
     feed = next(f for f in frames if {"id", "text", "sentiment"} <= set(f.columns))  # the latest-posts feed
     texts = set(feed["text"])
-    assert {"Trump", "Obama"}.isdisjoint({t.name for t in Store(env / "db.sqlite").topics()})  # no defaults added to a configured store
+    assert {"Trump", "Obama"}.isdisjoint({t.name for t in Store(env_db).topics()})  # no defaults added to a configured store
     for h in HOSTILE:
         assert h in texts  # shown verbatim in a dataframe cell (no Markdown/HTML rendering)
     rendered = " ".join(m.value for m in at.markdown)
     assert "<script>" not in rendered and "javascript:" not in rendered
 
 
-def test_topic_edits_persist(env):
-    _fill(env / "db.sqlite")
+def test_topic_edits_persist(env_db):
+    _fill(env_db)
     at = _run()
     at.sidebar.text_input(key="new_topic_name").input("cherry")
     at.sidebar.text_input(key="new_topic_terms").input('cherry, "cherry pie", -sour')
     at.sidebar.button[[b.label for b in at.sidebar.button].index("Add topic")].click()
     at = _run(at)
-    t = {x.name: x for x in Store(env / "db.sqlite").topics()}
+    t = {x.name: x for x in Store(env_db).topics()}
     assert t["cherry"].terms == ("cherry", '"cherry pie"') and t["cherry"].exclusions == ("sour",)
     at.button(key="rm_banana").click()
     _run(at)
-    assert "banana" not in {x.name for x in Store(env / "db.sqlite").topics()}
+    assert "banana" not in {x.name for x in Store(env_db).topics()}
 
 
 def test_export_contains_what_the_view_shows(env, monkeypatch):
@@ -150,7 +158,7 @@ def test_a_new_session_shows_the_running_model(env, monkeypatch, tmp_path):
 
 
 def test_posts_table_is_readable():
-    from stream import charts, dashboard
+    from stream import charts
 
     rows = [{"id": "x:1460323737035677698", "created_ms": 1479900000000, "text": "t", "author": None, "lang": "en", "is_retweet": 0, "quoted_text": None, "model": "m", "label": 2, "p_neg": 0.1, "p_neu": 0.1, "p_pos": 0.8, "polarity": 0.7, "topics": "a"},
             {"id": "bsky:at://did:plc:abc/app.bsky.feed.post/3k", "created_ms": 1479900060000, "text": "u", "author": None, "lang": None, "is_retweet": 0, "quoted_text": None, "model": "m", "label": 0, "p_neg": 0.8, "p_neu": 0.1, "p_pos": 0.1, "polarity": -0.7, "topics": "a"}]
@@ -163,7 +171,7 @@ def test_posts_table_is_readable():
 
 
 def test_reads_go_through_one_read_only_store(env):
-    from stream import charts, dashboard
+    import app_ui as dashboard
 
     _fill(env / "db.sqlite")
     a, b = dashboard.ro_store(str(env / "db.sqlite")), dashboard.ro_store(str(env / "db.sqlite"))
@@ -236,7 +244,7 @@ def test_a_dead_worker_is_reported_with_its_log(env, tmp_path, synthetic_model_d
 def test_chart_frame_smooths_over_values_and_keeps_gaps():
     import math
 
-    from stream import charts, dashboard
+    from stream import charts
 
     pols = [0.5, None, -0.5, 0.1, None, None, 0.9, -1.0]
     rows = [{"topic": "a", "bucket_ms": i * 3_600_000, "volume": 0 if p is None else 4, "retweets": 0, "foreign": 0, "n": 0 if p is None else 4,

@@ -231,7 +231,7 @@ def test_the_demo_replay_keeps_posts_coming_for_ten_minutes(monkeypatch):
     """The default replay (the SemEval-2017 test file, bursty, with a 7-day hole) at the demo's
     pacing: posts keep arriving for well over 8 minutes (the newcomer's screenshots), no minute
     without new posts, and no burst faster than the cap."""
-    from stream import charts, dashboard
+    import app_ui as dashboard
     import stream.replay as replay
 
     f = dashboard.default_replay_file()

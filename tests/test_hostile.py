@@ -409,7 +409,7 @@ def test_retain_refuses_nonsense_days(tmp_path, days):
 def test_csv_export_neutralises_formulas():
     import pandas as pd
 
-    from stream import charts, dashboard
+    from stream import charts
 
     df = pd.DataFrame({"text": ['=HYPERLINK("http://evil","click")', "+1 cmd", "-2+3", "@SUM(A1)", "\tx", "plain"], "polarity": [-0.5, 0.1, 0.2, 0.3, 0.4, 0.5]})
     out = charts.csv_bytes(df).decode()

@@ -51,9 +51,9 @@ def _store_with_topics(path):
     return s
 
 
-def test_replay_is_idempotent_and_counts(tmp_path):
+def test_replay_is_idempotent_and_counts(tmp_path, db):
     f = _v2_file(tmp_path / "a.jsonl", 300, dirty_every=50)
-    store = _store_with_topics(tmp_path / "db.sqlite")
+    store = _store_with_topics(db)
     st = Pipeline(ReplaySource(f), KeywordScorer(), store, model_name="kw", batch_size=16).run()
     assert st.stored == 294 and st.skipped == {"malformed_json": 6} and st.items == 300
     assert store.count_posts() == 294
@@ -68,9 +68,9 @@ def test_replay_is_idempotent_and_counts(tmp_path):
     assert st3.matched == 294 and st3.stored == 0 and store.count_posts() == 294
 
 
-def test_aggregates_and_posts_queries(tmp_path):
+def test_aggregates_and_posts_queries(tmp_path, db):
     f = _v2_file(tmp_path / "a.jsonl", 120)
-    store = _store_with_topics(tmp_path / "db.sqlite")
+    store = _store_with_topics(db)
     Pipeline(ReplaySource(f), KeywordScorer(), store, model_name="kw").run()
     agg = store.aggregates(["apple", "banana"], bucket_ms=60_000)
     assert {a["topic"] for a in agg} == {"apple", "banana"}
@@ -83,9 +83,9 @@ def test_aggregates_and_posts_queries(tmp_path):
     assert store.time_range(["apple"])[0] >= 1640995200000
 
 
-def test_topic_edits_reach_a_running_pipeline(tmp_path):
+def test_topic_edits_reach_a_running_pipeline(tmp_path, db):
     f = _v2_file(tmp_path / "a.jsonl", 200)
-    store = _store_with_topics(tmp_path / "db.sqlite")
+    store = _store_with_topics(db)
     store.delete_topic("banana")
     src = ReplaySource(f, speed=400)  # 200 s of posts in ~0.5 s
     pipe = Pipeline(src, KeywordScorer(), store, model_name="kw", topic_poll_s=0.05, max_wait_s=0.02, batch_size=4)
@@ -94,7 +94,7 @@ def test_topic_edits_reach_a_running_pipeline(tmp_path):
     th = threading.Thread(target=pipe.run)
     th.start()
     time.sleep(0.2)
-    store2 = Store(tmp_path / "db.sqlite")
+    store2 = Store(db)
     store2.save_topic(Topic.parse("banana", "banana"))
     th.join(timeout=30)
     assert not th.is_alive()
@@ -115,19 +115,19 @@ def test_schema_versioning(tmp_path):
         Store(tmp_path / "junk.sqlite")
 
 
-def test_retention(tmp_path):
+def test_retention(tmp_path, db):
     f = _v2_file(tmp_path / "a.jsonl", 120)
-    store = _store_with_topics(tmp_path / "db.sqlite")
+    store = _store_with_topics(db)
     Pipeline(ReplaySource(f), KeywordScorer(), store, model_name="kw").run()
     n = store.retain(keep_days=30 / 86400)  # keep the last 30 s
     assert n > 0 and store.count_posts() == 120 - n
     assert store.con.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == store.count_posts()
 
 
-def test_kill_9_and_restart_store_every_post_once(tmp_path, synthetic_model_dir):
+def test_kill_9_and_restart_store_every_post_once(tmp_path, synthetic_model_dir, db):
+    """kill -9 of the writer mid-replay (SQLite file, or a PostgreSQL writer mid-batch), then a restart."""
     n = 3000
     f = _v2_file(tmp_path / "big.jsonl", n, dirty_every=97)
-    db = tmp_path / "db.sqlite"
     _store_with_topics(db).close()
     cmd = [sys.executable, "-m", "stream", "--db", str(db), "replay", str(f), "--model", str(synthetic_model_dir), "--quiet", "--batch-size", "8", "--max-batch-size", "8", "--threads", "1"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -15,6 +15,7 @@ import streamlit as st
 
 from runtime.format import LABELS
 from stream import charts
+from stream.backend import is_url
 from stream.alerts import bucket_grid, detect_shifts, fill_gaps, headline
 from stream.formats import semeval_test_file
 from stream.store import Store
@@ -23,7 +24,7 @@ from stream.validate import EARLIEST, FUTURE_SLACK
 from stream.worker import Worker
 
 __all__ = [
-    "db_path",
+    "db_location",
     "default_replay_file",
     "list_models",
     "rw_store",
@@ -37,7 +38,7 @@ __all__ = [
     "demo_replay_args",
 ]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parent
 BUCKETS = {"15 min": 900_000, "1 hour": 3_600_000, "6 hours": 21_600_000, "1 day": 86_400_000}
 VIEWS = ("Overview", "Per topic", "Posts", "Alerts", "Export")
 RANGES = {"All data": None, "Last day": 86_400_000, "Last 3 days": 3 * 86_400_000, "Custom": -1}
@@ -55,9 +56,10 @@ def demo_replay_args(path: Path | str) -> list[str]:
     return ["replay", str(path), "--speed", str(DEMO_SPEED), "--max-idle", str(DEMO_MAX_IDLE_S), "--max-rate", str(DEMO_MAX_RATE)]
 
 
-def db_path() -> Path:
-    """The store the dashboard reads: $SPARSEPULSE_DB or data/sparsepulse.db."""
-    return Path(os.environ.get("SPARSEPULSE_DB", REPO / "data" / "sparsepulse.db"))
+def db_location() -> str:
+    """The store the dashboard reads: $SPARSEPULSE_DB (an SQLite path or a ``postgresql://`` URL) or
+    data/sparsepulse.db."""
+    return os.environ.get("SPARSEPULSE_DB") or str(REPO / "data" / "sparsepulse.db")
 
 
 def default_replay_file() -> Path | None:
@@ -137,7 +139,7 @@ def sidebar(store: Store, worker: Worker) -> dict:
     elif kind == kinds[1]:
         up = sb.file_uploader("twarc2 / v2 / v1.1 JSONL, CSV, SemEval TSV (.gz ok)", key="upload")
         if up is not None:
-            dest = db_path().parent / "uploads" / Path(up.name).name
+            dest = (REPO / "data" if is_url(db_location()) else Path(db_location()).parent) / "uploads" / Path(up.name).name
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(up.getvalue())
             args = ["replay", str(dest), *replay]
@@ -205,7 +207,7 @@ def _secret_token() -> str | None:
 
 def topics_editor() -> None:
     sb = st.sidebar
-    store = rw_store(str(db_path()))
+    store = rw_store(db_location())
     for t in store.topics():
         with sb.expander(t.name):
             new_spec = st.text_input("Terms", value=t.spec(), key=f"spec_{t.name}")
