@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     tsv.write_text("\n".join(lines) + "\n", encoding="utf-8")
     texts = [p.text for _, p in ReplaySource(tsv).items()]
     scorer = Scorer(args.model, threads=args.threads)
+    from stream.language import LanguageDetector
+
+    LanguageDetector().warm_up()  # both sides start warm: the Scorer's model and the language model loaded (once per process)
     raw, pipe = [], []
     for r in range(args.rounds):
         t0 = time.perf_counter()

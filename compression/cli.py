@@ -218,7 +218,7 @@ def _cmd_ensemble(args) -> int:
     from .ensemble import DEFAULT_MEMBERS, ensemble_report, format_report
     from .loop import save_json
 
-    folders = args.members or [p for pat in DEFAULT_MEMBERS for p in sorted(glob.glob(pat))]
+    folders = args.members or [p for pat in DEFAULT_MEMBERS for p in sorted(glob.glob(pat)) if Path(p, "pool_logits.npz").is_file()]
     r = ensemble_report(folders, args.data)
     print(format_report(r))
     if args.out:

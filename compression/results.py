@@ -62,8 +62,28 @@ def write_results(students: str | Path = "models/students", out: Path = _OUT) ->
             "| --- | --- |",
         ]
         body += [f"| {k.replace('_', ', ')}{' (kept)' if k == d['best'] else ''} | {100 * v:.2f} |" for k, v in d["valid_macro_recall"].items()]
+    body += _teachers_section(Path(students).parent / "teachers")
     body += _onnx_section(Path(students).parent / "onnx_checks")
     out.write_text("\n".join(body) + "\n")
+    return out
+
+
+def _teachers_section(teachers: Path) -> list[str]:
+    """One row per teacher seed run (``models/teachers/*/metrics.json``; seed 0 is ``models/teacher``)."""
+    runs = sorted(d for d in teachers.glob("*/metrics.json")) if teachers.is_dir() else []
+    if not runs:
+        return []
+    out = ["", "## Teacher seeds (ensemble members)", "",
+           "The teacher recipe with other seeds (`python -m compression teacher --seed N`); the ensemble of their logits is in",
+           "`models/teachers/README.md` (`python -m compression ensemble`).", "",
+           "| run | seed | kept checkpoint | valid | test | wall time |", "| --- | --- | --- | --- | --- | --- |"]
+    for m in runs:
+        d = json.loads(m.read_text())
+        best = json.loads((m.parent / "best.json").read_text()) if (m.parent / "best.json").is_file() else {}
+        cfg = json.loads((m.parent / "config.json").read_text()) if (m.parent / "config.json").is_file() else {}
+        wall = json.loads((m.parent / "wall_time.json").read_text()).get("seconds", 0) if (m.parent / "wall_time.json").is_file() else 0
+        seed = cfg.get("config", {}).get("run", {}).get("seed", "?")
+        out.append(f"| {m.parent.name} | {seed} | {best.get('which', '?')} at step {best.get('step', '?')} | {100 * d['valid']['macro_recall']:.2f} | {100 * d['test']['macro_recall']:.2f} | {wall / 3600:.2f} h |")
     return out
 
 

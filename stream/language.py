@@ -19,26 +19,38 @@ LANGUAGES = ("en", "es", "pt", "fr", "de", "it", "nl", "ja", "ko", "zh", "ar", "
 MIN_CONFIDENCE = 0.99
 
 
+_MODEL_LOCK = threading.Lock()
+_MODEL = None  # the identifier, loaded once per process (~0.5-0.9 s) and shared: classify is read-only
+
+
+def _model():
+    global _MODEL
+    with _MODEL_LOCK:
+        if _MODEL is None:
+            from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+            ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+            ident.set_languages(list(LANGUAGES))
+            _MODEL = ident
+    return _MODEL
+
+
 class LanguageDetector:
-    """``detect(text) -> "en" | "fr" | ... | None`` (None: not sure). Loads its model on first use."""
+    """``detect(text) -> "en" | "fr" | ... | None`` (None: not sure). The model loads on first use,
+    once per process (every pipeline of the process shares it)."""
 
     def __init__(self, min_confidence: float = MIN_CONFIDENCE):
         self.min_confidence = min_confidence
         self._ident = None
-        self._lock = threading.Lock()
 
-    def _load(self):
-        with self._lock:
-            if self._ident is None:
-                from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-                ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-                ident.set_languages(list(LANGUAGES))
-                self._ident = ident
-        return self._ident
+    def warm_up(self) -> None:
+        """Load the model now (a pipeline does this before its first batch, not during it)."""
+        self._ident = self._ident or _model()
 
     def detect(self, text: str) -> str | None:
         if sum(ch.isalpha() for ch in text[:400]) < 12:  # too little text to tell
             return None
-        lang, conf = (self._ident or self._load()).classify(text[:2000])
+        if self._ident is None:
+            self._ident = _model()
+        lang, conf = self._ident.classify(text[:2000])
         return lang if conf >= self.min_confidence else None

@@ -109,9 +109,22 @@ class Pipeline:
         self.languages = LanguageDetector() if detect_language else None
 
     def _produce(self, start_after: int) -> None:
+        """The reader thread: parses, matches topics and identifies languages, so that this Python
+        work overlaps with the scorer's C code (which releases the GIL) on the consumer thread,
+        instead of running between batches while the cores wait."""
+        last_poll = [time.monotonic()]
         try:
-            for item in self.source.items(start_after=start_after, stop=self.stop):
-                if not self._put(item):
+            for offset, obj in self.source.items(start_after=start_after, stop=self.stop):
+                names = None
+                if not isinstance(obj, Skip):
+                    self._refresh_topics(last_poll)
+                    # a quote post matches on the quoted post's words too (as X's filtered stream does)
+                    names = self.tracker.match(obj.text if obj.quoted_text is None else obj.text + "\n" + obj.quoted_text)
+                    if names and obj.lang is None and self.languages is not None:  # the source gave none: identify it
+                        lang = self.languages.detect(obj.text)
+                        if lang is not None:
+                            obj = dataclasses.replace(obj, lang=lang)
+                if not self._put((offset, obj, names)):
                     break
         except Exception as e:  # a source failure ends the run with a message, never silently
             log.exception("source %s failed", self.source.name)
@@ -193,6 +206,8 @@ class Pipeline:
         producer = None
         try:
             start_after = self.store.offset(self.source.key)
+            if self.languages is not None:  # load the language model (once per process) before the clock starts
+                self.languages.warm_up()
             producer = threading.Thread(target=self._produce, args=(start_after,), name="source", daemon=True)
             producer.start()
             self._consume(start_after)
@@ -213,7 +228,6 @@ class Pipeline:
 
     def _consume(self, start_after: int) -> None:
         st = self.stats
-        last_poll = [time.monotonic()]
         done = False
         last_offset = start_after
         while not done:
@@ -232,7 +246,6 @@ class Pipeline:
                 except queue.Empty:
                     if deadline is not None or self.stop.is_set():
                         break
-                    self._refresh_topics(last_poll)
                     if self.on_batch is not None:  # idle: status keeps flowing (the callback throttles itself)
                         st.queue_depth = 0
                         self.on_batch(st)
@@ -240,7 +253,7 @@ class Pipeline:
                 if item is _END:
                     done = True
                     break
-                offset, obj = item
+                offset, obj, names = item
                 last_offset = offset
                 st.items += 1
                 if deadline is None:
@@ -249,13 +262,7 @@ class Pipeline:
                     skips[obj.reason] += 1
                     continue
                 st.posts += 1
-                # a quote post matches on the quoted post's words too (as X's filtered stream does)
-                names = self.tracker.match(obj.text if obj.quoted_text is None else obj.text + "\n" + obj.quoted_text)
-                if names:
-                    if obj.lang is None and self.languages is not None:  # the source gave none: identify it
-                        lang = self.languages.detect(obj.text)
-                        if lang is not None:
-                            obj = dataclasses.replace(obj, lang=lang)
+                if names:  # matched (and its language identified) by the reader thread
                     posts.append(obj)
                     offsets.append(offset)
                     topics.append(names)
@@ -272,7 +279,6 @@ class Pipeline:
                 self.store.commit_offset(self.source.key, last_offset, skips=dict(skips))
             start_after = last_offset
             st.skipped.update(skips)
-            self._refresh_topics(last_poll)
             if self.on_batch is not None:
                 self.on_batch(st)
             if self.stop.is_set():

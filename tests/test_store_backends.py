@@ -104,7 +104,9 @@ def test_worker_on_postgresql_keeps_the_password_off_the_command_line(pg_server,
     f.write_text("".join(f'{{"id": "{i}", "text": "apple {i}", "created_at": "2022-01-01T00:00:{i % 60:02d}Z"}}\n' for i in range(200)))
     w = Worker(db)
     pid = w.start(["replay", str(f)], model=str(synthetic_model_dir), threads=1)
-    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    deadline = time.time() + 10
+    while not (cmdline := Path(f"/proc/{pid}/cmdline").read_bytes()) and time.time() < deadline:
+        time.sleep(0.01)  # empty until the kernel has set up the new exec
     assert b"hunter2" not in cmdline and b"postgresql://sparsepulse@" in cmdline
     assert b"PGPASSWORD=hunter2" in Path(f"/proc/{pid}/environ").read_bytes()
     assert w.running
