@@ -8,6 +8,10 @@ restricted to the 23 languages most used on X and Bluesky and only when it is at
 12,284 (English) SemEval-2017 test tweets: 0 flagged as another language at 0.99 (248 at no
 threshold), while plain sentences in French, German, Portuguese, Turkish or Japanese score >= 0.998;
 about 9,000 texts/s on one core, several times the scorer's rate (BENCHMARKS.md).
+
+A fast path goes first: CLD2 (``pycld2``) calls a text English, reliably and for at least 90% of its
+bytes, in ~14 us; only the rest (12,066 of the 12,284 test tweets are decided by CLD2) reaches
+langid, which keeps every decision that names another language.
 """
 from __future__ import annotations
 
@@ -18,6 +22,15 @@ __all__ = ["LanguageDetector", "LANGUAGES", "MIN_CONFIDENCE"]
 LANGUAGES = ("en", "es", "pt", "fr", "de", "it", "nl", "ja", "ko", "zh", "ar", "ru", "tr", "hi", "id", "pl", "sv", "th", "fa", "uk", "vi", "tl", "ms")
 MIN_CONFIDENCE = 0.99
 
+
+try:  # CLD2 (C++, its tables inside the wheel): ~14 us per tweet against langid's ~80 us
+    import pycld2 as _cld2
+except ImportError:  # pragma: no cover - a dependency of the default install; langid alone still works
+    _cld2 = None
+
+#: CLD2 must call a text reliably English with at least this share of its bytes to skip langid
+#: (a tweet half in Chinese is 50% English to CLD2 and goes on to langid)
+FAST_ENGLISH_PERCENT = 90
 
 _MODEL_LOCK = threading.Lock()
 _MODEL = None  # the identifier, loaded once per process (~0.5-0.9 s) and shared: classify is read-only
@@ -50,6 +63,14 @@ class LanguageDetector:
     def detect(self, text: str) -> str | None:
         if sum(ch.isalpha() for ch in text[:400]) < 12:  # too little text to tell
             return None
+        if _cld2 is not None:  # fast path: plainly English text (most of an English stream) skips langid
+            try:
+                reliable, _, details = _cld2.detect(text[:2000], bestEffort=False)[:3]
+            except _cld2.error:
+                pass
+            else:
+                if reliable and details[0][1] == "en" and details[0][2] >= FAST_ENGLISH_PERCENT:
+                    return "en"
         if self._ident is None:
             self._ident = _model()
         lang, conf = self._ident.classify(text[:2000])

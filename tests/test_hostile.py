@@ -361,7 +361,10 @@ def test_worker_start_leaves_no_log_handle_open_and_keeps_the_token_out_of_our_e
         leaked = [os.readlink(f"/proc/self/fd/{fd}") for fd in after - before if os.path.exists(f"/proc/self/fd/{fd}")]
         assert not [l for l in leaked if l.endswith(".worker.log")], leaked
         assert "X_BEARER_TOKEN" not in os.environ
-        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        deadline = time.time() + 10
+        while not (raw := Path(f"/proc/{pid}/environ").read_bytes()) and time.time() < deadline:
+            time.sleep(0.01)  # empty until the kernel has set up the new exec
+        env = raw.split(b"\0")
         assert b"X_BEARER_TOKEN=secret-token-123" in env
     finally:
         w.stop()
