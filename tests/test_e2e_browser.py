@@ -60,9 +60,10 @@ def server(tmp_path, synthetic_model_dir):
     shutil.copytree(synthetic_model_dir, models / "synthetic-int8")
     port = _free_port()
     env = {**os.environ, "SPARSEPULSE_DB": str(tmp_path / "db.sqlite"), "SPARSEPULSE_DATA": str(data), "SPARSEPULSE_MODELS": str(models), "PYTHONPATH": str(REPO)}
+    log = open(tmp_path / "server.log", "wb")  # a file, not a pipe nobody reads: a full pipe would block the server
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.time() + 60
     while True:
@@ -71,7 +72,7 @@ def server(tmp_path, synthetic_model_dir):
             break
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
-                out = proc.stdout.read().decode("utf-8", "replace") if proc.poll() is not None else "(still running)"
+                out = (tmp_path / "server.log").read_text(errors="replace") if proc.poll() is not None else "(still running)"
                 proc.kill()
                 pytest.fail(f"the dashboard server did not start within 60 s (exit {proc.poll()}): {out[-2000:]}")
             time.sleep(0.3)
@@ -81,6 +82,9 @@ def server(tmp_path, synthetic_model_dir):
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+    log.close()
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copy2(tmp_path / "server.log", ARTIFACTS / "dashboard-server.log")  # kept for a failure's post-mortem
     from stream.worker import Worker
 
     Worker(tmp_path / "db.sqlite").stop()
@@ -130,6 +134,7 @@ def test_dashboard_in_chromium(server):
         page.get_by_role("radio", name="Posts", exact=True).click()
         page.get_by_text("Search text").first.wait_for(timeout=30_000)
         time.sleep(7)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-posts-view.png"), full_page=True)  # what the assert saw
         assert page.get_by_text("Search text").first.is_visible()
         assert page.get_by_role("radio", name="Posts", exact=True).get_attribute("aria-checked") == "true"
         page.locator("[data-testid='stDataFrame']:visible").first.wait_for(timeout=30_000)
