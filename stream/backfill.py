@@ -182,10 +182,10 @@ class _Pool:
             return
         self.ready.append(a)
 
-    def wait_ready(self, timeout: float) -> bool:
-        """Until one actor is ready (True) or ``timeout`` passes."""
+    def wait_ready(self, timeout: float, every: bool = False) -> bool:
+        """Until one actor (``every``: every actor) is ready, or ``timeout`` passes; whether one is."""
         deadline = time.monotonic() + timeout
-        while not self.ready and time.monotonic() < deadline:
+        while (self.starting if every else not self.ready) and time.monotonic() < deadline:
             done, _ = self.ray.wait(list(self.starting), num_returns=1, timeout=1.0)
             for r in done:
                 self.started(r)
@@ -308,11 +308,7 @@ class RayScorer:
         self.ray = connect_ray(address, num_cpus=actors or None)
         n = actors or max(1, int(self.ray.cluster_resources().get("CPU", 1) // cpus_per_actor))
         self._pool = _Pool(self.ray, n, Path(model_dir), None, threads, cpus_per_actor)
-        deadline = time.monotonic() + ACTOR_START_TIMEOUT_S
-        while self._pool.starting and time.monotonic() < deadline:  # all of them, for an even split
-            done, _ = self.ray.wait(list(self._pool.starting), num_returns=1, timeout=max(0.1, deadline - time.monotonic()))
-            for r in done:
-                self._pool.started(r)
+        self._pool.wait_ready(ACTOR_START_TIMEOUT_S, every=True)  # all of them, for an even split
         if not self._pool.ready:
             raise RuntimeError("no scoring actor could start on the Ray cluster")
         self.kernel = f"ray x{n}"

@@ -41,6 +41,13 @@ def table_sql(table: str, unit: str) -> str:
         PRIMARY KEY (topic, {unit}, rt, foreign_lang))"""
 
 
+def fill_minutes_sql() -> str:
+    """INSERT of the minute level computed from the stored posts, scores and matches."""
+    return (f"INSERT INTO rollups SELECT m.topic, m.created_ms / 60000, p.is_retweet, {_FOREIGN_INT}, COUNT(*), {_count_label(0)}, {_count_label(1)}, "
+            f"{_count_label(2)}, SUM(s.polarity), SUM(s.polarity * s.polarity) FROM matches m JOIN posts p ON p.id = m.post_id "
+            f"JOIN scores s ON s.post_id = m.post_id GROUP BY m.topic, m.created_ms / 60000, p.is_retweet, {_FOREIGN_INT}")
+
+
 def fill_from_minutes_sql(table: str, unit: str, minutes: int) -> str:
     """INSERT of a coarser level summed from the minute rollups."""
     return (f"INSERT INTO {table} SELECT topic, minute / {minutes}, rt, foreign_lang, SUM(n), SUM(n_neg), SUM(n_neu), SUM(n_pos), "
@@ -86,11 +93,7 @@ def rebuild(c) -> None:
     """Recompute every level from the posts (after retention deleted some)."""
     for table, _, _ in LEVELS:
         c.execute(f"DELETE FROM {table}")
-    c.execute(
-        f"INSERT INTO rollups SELECT m.topic, m.created_ms / 60000, p.is_retweet, {_FOREIGN_INT}, COUNT(*), {_count_label(0)}, {_count_label(1)}, "
-        f"{_count_label(2)}, SUM(s.polarity), SUM(s.polarity * s.polarity) FROM matches m JOIN posts p ON p.id = m.post_id "
-        f"JOIN scores s ON s.post_id = m.post_id GROUP BY m.topic, m.created_ms / 60000, p.is_retweet, {_FOREIGN_INT}"
-    )
+    c.execute(fill_minutes_sql())
     for table, unit, minutes in LEVELS[1:]:
         c.execute(fill_from_minutes_sql(table, unit, minutes))
 

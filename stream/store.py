@@ -90,23 +90,8 @@ _MIGRATIONS: dict[int, str] = {
     4: """
     ALTER TABLE offsets DROP COLUMN cursor;
     """,
-    5: """
-    CREATE TABLE rollups (
-        topic TEXT NOT NULL,
-        minute INTEGER NOT NULL,
-        rt INTEGER NOT NULL,
-        foreign_lang INTEGER NOT NULL,
-        n INTEGER NOT NULL,
-        n_neg INTEGER NOT NULL, n_neu INTEGER NOT NULL, n_pos INTEGER NOT NULL,
-        sum_pol REAL NOT NULL, sum_pol2 REAL NOT NULL,
-        PRIMARY KEY (topic, minute, rt, foreign_lang)
-    );
-    INSERT INTO rollups
-        SELECT m.topic, m.created_ms / 60000, p.is_retweet, CASE WHEN p.lang IS NOT NULL AND p.lang NOT IN ('en', 'und') THEN 1 ELSE 0 END,
-               COUNT(*), SUM(CASE WHEN s.label = 0 THEN 1 ELSE 0 END), SUM(CASE WHEN s.label = 1 THEN 1 ELSE 0 END),
-               SUM(CASE WHEN s.label = 2 THEN 1 ELSE 0 END), SUM(s.polarity), SUM(s.polarity * s.polarity)
-        FROM matches m JOIN posts p ON p.id = m.post_id JOIN scores s ON s.post_id = m.post_id
-        GROUP BY m.topic, m.created_ms / 60000, p.is_retweet, CASE WHEN p.lang IS NOT NULL AND p.lang NOT IN ('en', 'und') THEN 1 ELSE 0 END;
+    # the rollup levels: one CREATE TABLE and one fill statement each, from stream.rollups
+    5: rollups.table_sql("rollups", "minute") + ";\n" + rollups.fill_minutes_sql() + """;
     CREATE TABLE events (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         kind TEXT NOT NULL,
@@ -116,19 +101,7 @@ _MIGRATIONS: dict[int, str] = {
         detail TEXT NOT NULL
     );
     """,
-    6: """
-    CREATE TABLE rollups_hour (
-        topic TEXT NOT NULL,
-        hour INTEGER NOT NULL,
-        rt INTEGER NOT NULL,
-        foreign_lang INTEGER NOT NULL,
-        n INTEGER NOT NULL,
-        n_neg INTEGER NOT NULL, n_neu INTEGER NOT NULL, n_pos INTEGER NOT NULL,
-        sum_pol REAL NOT NULL, sum_pol2 REAL NOT NULL,
-        PRIMARY KEY (topic, hour, rt, foreign_lang)
-    );
-    INSERT INTO rollups_hour SELECT topic, minute / 60, rt, foreign_lang, SUM(n), SUM(n_neg), SUM(n_neu), SUM(n_pos), SUM(sum_pol), SUM(sum_pol2)
-        FROM rollups GROUP BY topic, minute / 60, rt, foreign_lang;
+    6: rollups.table_sql("rollups_hour", "hour") + ";\n" + rollups.fill_from_minutes_sql("rollups_hour", "hour", 60) + """;
     INSERT OR REPLACE INTO meta(key, value) SELECT 'posts', COUNT(*) FROM posts;
     """,
     7: rollups.table_sql("rollups_quarter", "quarter") + ";\n" + rollups.fill_from_minutes_sql("rollups_quarter", "quarter", 15) + ";",
