@@ -28,39 +28,66 @@ SP_AVX2 static inline __m256 sp_exp8(__m256 x) {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-/* 8 lanes of sp_erf (Abramowitz & Stegun 7.1.26). */
+/* 8 lanes of sp_erf (ops_impl.h): the same clamps, FMAs (fmaf in the scalar code) and division. */
 SP_AVX2 static inline __m256 sp_erf8(__m256 x) {
-    const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.f);
-    const __m256 ax = _mm256_andnot_ps(sign, x);
-    const __m256 t = _mm256_div_ps(one, _mm256_add_ps(one, _mm256_mul_ps(_mm256_set1_ps(0.3275911f), ax)));
-    __m256 y = _mm256_sub_ps(_mm256_mul_ps(_mm256_set1_ps(1.061405429f), t), _mm256_set1_ps(1.453152027f));
-    y = _mm256_add_ps(_mm256_mul_ps(y, t), _mm256_set1_ps(1.421413741f));
-    y = _mm256_sub_ps(_mm256_mul_ps(y, t), _mm256_set1_ps(0.284496736f));
-    y = _mm256_add_ps(_mm256_mul_ps(y, t), _mm256_set1_ps(0.254829592f));
-    y = _mm256_mul_ps(y, t);
-    y = _mm256_sub_ps(one, _mm256_mul_ps(y, sp_exp8(_mm256_mul_ps(_mm256_xor_ps(ax, sign), ax))));
-    const __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
-    return _mm256_blendv_ps(y, _mm256_xor_ps(y, sign), neg);
+    x = _mm256_max_ps(_mm256_set1_ps(-4.1f), x);
+    x = _mm256_min_ps(_mm256_set1_ps(4.1f), x);
+    const __m256 u = _mm256_mul_ps(x, x);
+    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(SP_ERF_P5), u, _mm256_set1_ps(SP_ERF_P4));
+    p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(SP_ERF_P3));
+    p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(SP_ERF_P2));
+    p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(SP_ERF_P1));
+    p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(SP_ERF_P0));
+    __m256 q = _mm256_fmadd_ps(_mm256_set1_ps(SP_ERF_Q5), u, _mm256_set1_ps(SP_ERF_Q4));
+    q = _mm256_fmadd_ps(q, u, _mm256_set1_ps(SP_ERF_Q3));
+    q = _mm256_fmadd_ps(q, u, _mm256_set1_ps(SP_ERF_Q2));
+    q = _mm256_fmadd_ps(q, u, _mm256_set1_ps(SP_ERF_Q1));
+    q = _mm256_fmadd_ps(q, u, _mm256_set1_ps(1.f));
+    __m256 y = _mm256_div_ps(_mm256_mul_ps(x, p), q);
+    y = _mm256_max_ps(_mm256_set1_ps(-1.f), y);
+    return _mm256_min_ps(_mm256_set1_ps(1.f), y);
+}
+
+/* 8 lanes of GELU, 0.5 x (1 + erf(x / √2)) (also applied in the linear kernels' epilogue). */
+SP_AVX2 static inline __m256 sp_gelu8(__m256 v) {
+    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.f), rs2 = _mm256_set1_ps(0.70710678118654752f);
+    return _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, sp_erf8(_mm256_mul_ps(v, rs2))));
 }
 
 /* x <- 0.5 x (1 + erf(x / √2)); the tail (n % 8) runs the scalar code of the same build. */
 SP_AVX2 static void gelu_inplace_avx2(float *x, size_t n) {
-    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.f), rs2 = _mm256_set1_ps(0.70710678118654752f);
     size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 v = _mm256_loadu_ps(x + i);
-        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, sp_erf8(_mm256_mul_ps(v, rs2)))));
-    }
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, sp_gelu8(_mm256_loadu_ps(x + i)));
     for (; i < n; i++) x[i] = 0.5f * x[i] * (1.f + sp_erf_avx2(x[i] * 0.70710678118654752f));
+}
+
+/* out[j] = column j of the 8x8 block given as rows r[0..7] (in place). */
+SP_AVX2 static inline void transpose8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
 }
 
 /* Rows padded to a multiple of 8 floats for the attention scratch. */
 #define SP_PAD8(n) (((n) + 7) / 8 * 8)
 
-/* attention_seq (ops_impl.h) vectorised: scores of two queries against 32 keys at a time (the
- * transposed keys loaded once for both), exp over 8 lanes, the context of a query over 32 head
- * dimensions at a time, accumulators in registers; every sum keeps the scalar code's order (over
- * d for a score, over j for a context value, the softmax denominator left to right).
+/* attention_seq (ops_impl.h) vectorised, the same operations per lane: scores of two queries
+ * against 32 keys at a time (the transposed keys loaded once for both), FMA chains over d; the
+ * row maximum over 8 lanes (padding set to -inf); exp over 8 lanes, padding zeroed, the sum in
+ * the sp_sum8 order (lane j % 8, lanes combined pairwise); the context of two queries at once
+ * (each value of V loaded once for both), FMA chains over j, then the 1 / sum factor.
  * Requires D % 8 == 0. scratch: (T * Tp + D * Tp) floats, Tp = SP_PAD8(T). */
 SP_AVX2 static inline void sp_scores(const float *const qs[2], int32_t nq, const float *kt, int32_t D, int32_t Tp, float scale,
                                      float *const ps[2]) {
@@ -75,8 +102,8 @@ SP_AVX2 static inline void sp_scores(const float *const qs[2], int32_t nq, const
             for (int32_t c = 0; c < 4; c++) {
                 if (c >= nc) break;
                 const __m256 kv = _mm256_loadu_ps(kd + 8 * c);
-                a[0][c] = _mm256_add_ps(a[0][c], _mm256_mul_ps(q0, kv));
-                a[1][c] = _mm256_add_ps(a[1][c], _mm256_mul_ps(q1, kv));
+                a[0][c] = _mm256_fmadd_ps(q0, kv, a[0][c]);
+                a[1][c] = _mm256_fmadd_ps(q1, kv, a[1][c]);
             }
         }
         for (int32_t c = 0; c < nc; c++) {
@@ -86,6 +113,29 @@ SP_AVX2 static inline void sp_scores(const float *const qs[2], int32_t nq, const
     }
 }
 
+/* Row i of the scores -> unnormalised softmax weights in place (padding 0); returns 1 / sum. */
+SP_AVX2 static inline float sp_softmax_row(float *pi, int32_t T, int32_t Tp) {
+    for (int32_t j = T; j < Tp; j++) pi[j] = -INFINITY;
+    __m256 m8 = _mm256_loadu_ps(pi);
+    for (int32_t j0 = 8; j0 < Tp; j0 += 8) m8 = _mm256_max_ps(m8, _mm256_loadu_ps(pi + j0));
+    float mb[8];
+    _mm256_storeu_ps(mb, m8);
+    float mx = mb[0];
+    for (int k = 1; k < 8; k++) mx = mb[k] > mx ? mb[k] : mx;
+    const __m256 vmx = _mm256_set1_ps(mx);
+    __m256 s8 = _mm256_setzero_ps();
+    for (int32_t j0 = 0; j0 < Tp; j0 += 8) {
+        __m256 e = sp_exp8(_mm256_sub_ps(_mm256_loadu_ps(pi + j0), vmx));
+        if (j0 + 8 > T) /* the last chunk: padding lanes to exactly 0 */
+            e = _mm256_and_ps(e, _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(T - j0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))));
+        _mm256_storeu_ps(pi + j0, e);
+        s8 = _mm256_add_ps(s8, e);
+    }
+    float a[8];
+    _mm256_storeu_ps(a, s8);
+    return 1.f / (((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])));
+}
+
 SP_AVX2 static void attention_seq_avx2(const float *q, const float *k, const float *v, int32_t T, int32_t C, int32_t H,
                                        int32_t h0, int32_t h1, float *ctx, float *scratch) {
     const int32_t D = C / H, Tp = SP_PAD8(T);
@@ -93,9 +143,18 @@ SP_AVX2 static void attention_seq_avx2(const float *q, const float *k, const flo
     float *p = scratch;                   /* (T, Tp) */
     float *kt = scratch + (size_t)T * Tp; /* (D, Tp): K of this head transposed, zero padded */
     for (int32_t h = h0; h < h1; h++) {
+        /* K of this head transposed: 8x8 blocks through registers, the last keys (T % 8) by hand */
+        const int32_t T8 = T / 8 * 8;
+        for (int32_t j0 = 0; j0 < T8; j0 += 8)
+            for (int32_t d0 = 0; d0 < D; d0 += 8) {
+                __m256 r8[8];
+                for (int32_t r = 0; r < 8; r++) r8[r] = _mm256_loadu_ps(k + (size_t)(j0 + r) * C + h * D + d0);
+                transpose8(r8);
+                for (int32_t r = 0; r < 8; r++) _mm256_storeu_ps(kt + (size_t)(d0 + r) * Tp + j0, r8[r]);
+            }
         for (int32_t d = 0; d < D; d++) {
             float *row = kt + (size_t)d * Tp;
-            for (int32_t j = 0; j < T; j++) row[j] = k[(size_t)j * C + h * D + d];
+            for (int32_t j = T8; j < T; j++) row[j] = k[(size_t)j * C + h * D + d];
             for (int32_t j = T; j < Tp; j++) row[j] = 0.f;
         }
         for (int32_t i = 0; i < T; i += 2) {
@@ -103,29 +162,29 @@ SP_AVX2 static void attention_seq_avx2(const float *q, const float *k, const flo
             const float *qs[2] = {q + (size_t)i * C + h * D, q + (size_t)(i + nq - 1) * C + h * D};
             float *const ps[2] = {p + (size_t)i * Tp, p + (size_t)(i + nq - 1) * Tp};
             sp_scores(qs, nq, kt, D, Tp, scale, ps);
-        }
-        for (int32_t i = 0; i < T; i++) {
-            float *pi = p + (size_t)i * Tp;
-            float mx = pi[0];
-            for (int32_t j = 1; j < T; j++) mx = pi[j] > mx ? pi[j] : mx;
-            const __m256 vmx = _mm256_set1_ps(mx);
-            for (int32_t j0 = 0; j0 < Tp; j0 += 8) _mm256_storeu_ps(pi + j0, sp_exp8(_mm256_sub_ps(_mm256_loadu_ps(pi + j0), vmx)));
-            float sum = 0.f;
-            for (int32_t j = 0; j < T; j++) sum += pi[j];
-            const float inv = 1.f / sum;
-            float *ci = ctx + (size_t)i * C + h * D;
+            float inv[2];
+            for (int32_t r = 0; r < nq; r++) inv[r] = sp_softmax_row(ps[r], T, Tp);
+            const float *p0 = ps[0], *p1 = ps[nq - 1];
             for (int32_t d0 = 0; d0 < D; d0 += 32) {
                 const int32_t nc = (D - d0) / 8 < 4 ? (D - d0) / 8 : 4;
-                __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+                __m256 a[2][4];
+                for (int32_t r = 0; r < 2; r++)
+                    for (int32_t c = 0; c < 4; c++) a[r][c] = _mm256_setzero_ps();
                 for (int32_t j = 0; j < T; j++) {
-                    const __m256 pj = _mm256_set1_ps(pi[j] * inv);
+                    const __m256 w0 = _mm256_set1_ps(p0[j]), w1 = _mm256_set1_ps(p1[j]);
                     const float *vj = v + (size_t)j * C + h * D + d0;
                     for (int32_t c = 0; c < 4; c++) {
                         if (c >= nc) break;
-                        a[c] = _mm256_add_ps(a[c], _mm256_mul_ps(pj, _mm256_loadu_ps(vj + 8 * c)));
+                        const __m256 vv = _mm256_loadu_ps(vj + 8 * c);
+                        a[0][c] = _mm256_fmadd_ps(w0, vv, a[0][c]);
+                        a[1][c] = _mm256_fmadd_ps(w1, vv, a[1][c]);
                     }
                 }
-                for (int32_t c = 0; c < nc; c++) _mm256_storeu_ps(ci + d0 + 8 * c, a[c]);
+                for (int32_t r = 0; r < nq; r++) {
+                    float *ci = ctx + (size_t)(i + r) * C + h * D + d0;
+                    const __m256 vi = _mm256_set1_ps(inv[r]);
+                    for (int32_t c = 0; c < nc; c++) _mm256_storeu_ps(ci + 8 * c, _mm256_mul_ps(a[r][c], vi));
+                }
             }
         }
     }

@@ -22,13 +22,39 @@ SP_OPS_ATTR static inline float SP_FN(sp_exp)(float x) {
     return p * two_n;
 }
 
-/* erf(x), Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7). */
+/* erf(x) as x P(x^2) / Q(x^2), a rational fit of ours (weighted least squares, degrees 5 / 5 in x^2):
+ * one division and ten FMAs, no exp. Its error in float32 (|erf error| <= SP_ERF_ABS_TOL; GELU within
+ * 2.2e-7 * max(|x|, 1) of float64) is tested in tests/test_native.py. The argument is clamped to
+ * +-4.1, where the fit exceeds 1, so erf is exactly +-1 beyond (GELU exactly 0 for x <= -5.8). Clamps
+ * are written (bound > x ? bound : x), the semantics of vmaxps / vminps with x second: NaN stays NaN. */
+#define SP_ERF_P0 1.128378987e+00f
+#define SP_ERF_P1 1.962187886e-01f
+#define SP_ERF_P2 5.346281081e-02f
+#define SP_ERF_P3 4.002102651e-03f
+#define SP_ERF_P4 2.879646781e-04f
+#define SP_ERF_P5 1.974554380e-06f
+#define SP_ERF_Q1 5.072255731e-01f
+#define SP_ERF_Q2 1.164633036e-01f
+#define SP_ERF_Q3 1.544145402e-02f
+#define SP_ERF_Q4 1.215901924e-03f
+#define SP_ERF_Q5 3.747389201e-05f
 SP_OPS_ATTR static inline float SP_FN(sp_erf)(float x) {
-    float ax = fabsf(x);
-    float t = 1.f / (1.f + 0.3275911f * ax);
-    float y = ((((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f) * t;
-    y = 1.f - y * SP_FN(sp_exp)(-ax * ax);
-    return x < 0.f ? -y : y;
+    x = -4.1f > x ? -4.1f : x;
+    x = 4.1f < x ? 4.1f : x;
+    const float u = x * x;
+    float p = fmaf(SP_ERF_P5, u, SP_ERF_P4);
+    p = fmaf(p, u, SP_ERF_P3);
+    p = fmaf(p, u, SP_ERF_P2);
+    p = fmaf(p, u, SP_ERF_P1);
+    p = fmaf(p, u, SP_ERF_P0);
+    float q = fmaf(SP_ERF_Q5, u, SP_ERF_Q4);
+    q = fmaf(q, u, SP_ERF_Q3);
+    q = fmaf(q, u, SP_ERF_Q2);
+    q = fmaf(q, u, SP_ERF_Q1);
+    q = fmaf(q, u, 1.f);
+    float y = x * p / q;
+    y = -1.f > y ? -1.f : y;
+    return 1.f < y ? 1.f : y;
 }
 
 /* Sum of n floats in a fixed order that vectorises without reassociation: 8 running lanes
@@ -81,7 +107,10 @@ SP_OPS_ATTR static void SP_FN(gelu_inplace)(float *x, size_t n) {
 
 /* Scaled dot-product attention of one sequence, heads h0 .. h1-1.
  * q, k, v: (T, C) rows of this sequence (head h = columns h*D .. h*D+D-1); ctx: (T, C) out.
- * scratch: (T * T + D * T) floats. */
+ * scratch: (T * T + D * T) floats. The arithmetic that ops_avx2.h reproduces lane by lane: a score
+ * is an FMA chain over d (q scaled first); softmax subtracts the row's maximum, exponentiates and
+ * sums in the sp_sum8 order; a context value is an FMA chain over j of the unnormalised weights,
+ * multiplied by 1 / sum at the end. */
 SP_OPS_ATTR static void SP_FN(attention_seq)(const float *q, const float *k, const float *v, int32_t T, int32_t C, int32_t H,
                                              int32_t h0, int32_t h1, float *ctx, float *scratch) {
     const int32_t D = C / H;
@@ -98,23 +127,19 @@ SP_OPS_ATTR static void SP_FN(attention_seq)(const float *q, const float *k, con
             for (int32_t d = 0; d < D; d++) {
                 const float qd = qi[d] * scale;
                 const float *kd = kt + (size_t)d * T;
-                for (int32_t j = 0; j < T; j++) pi[j] += qd * kd[j];
+                for (int32_t j = 0; j < T; j++) pi[j] = fmaf(qd, kd[j], pi[j]);
             }
             float mx = pi[0];
             for (int32_t j = 1; j < T; j++) mx = pi[j] > mx ? pi[j] : mx;
-            float sum = 0.f;
-            for (int32_t j = 0; j < T; j++) {
-                pi[j] = SP_FN(sp_exp)(pi[j] - mx);
-                sum += pi[j];
-            }
-            const float inv = 1.f / sum;
+            for (int32_t j = 0; j < T; j++) pi[j] = SP_FN(sp_exp)(pi[j] - mx);
+            const float inv = 1.f / SP_FN(sp_sum8)(pi, T);
             float *ci = ctx + (size_t)i * C + h * D;
             for (int32_t d = 0; d < D; d++) ci[d] = 0.f;
             for (int32_t j = 0; j < T; j++) {
-                const float pij = pi[j] * inv;
                 const float *vj = v + (size_t)j * C + h * D;
-                for (int32_t d = 0; d < D; d++) ci[d] += pij * vj[d];
+                for (int32_t d = 0; d < D; d++) ci[d] = fmaf(pi[j], vj[d], ci[d]);
             }
+            for (int32_t d = 0; d < D; d++) ci[d] *= inv;
         }
     }
 }

@@ -8,7 +8,7 @@ import numpy as np
 from .errors import NativeError, SparsePulseError
 from .format import LINEAR_NAMES, ModelData, linear_shape
 
-__all__ = ["KERNELS", "NativeModel", "cpu_has_avx2", "linear_forward", "quantize_rows"]
+__all__ = ["KERNELS", "NativeModel", "cpu_has_avx2", "gelu", "linear_forward", "quantize_rows"]
 
 try:
     from ._native import ffi, lib
@@ -150,13 +150,24 @@ class NativeModel:
         return probs
 
 
-def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """C per-token quantisation of ``x (T, C)`` -> (int8 (T, C), scales (T,))."""
+def quantize_rows(x: np.ndarray, kernel: str = "scalar") -> tuple[np.ndarray, np.ndarray]:
+    """C per-token quantisation of ``x (T, C)`` -> (int8 (T, C), scales (T,)), with a kernel's implementation."""
     x = np.ascontiguousarray(x, np.float32)
     q = np.empty(x.shape, np.int8)
     s = np.empty(x.shape[0], np.float32)
-    _check(lib.sp_quantize_rows(ffi.cast("const float *", ffi.from_buffer(x)), x.shape[0], x.shape[1], ffi.cast("int8_t *", ffi.from_buffer(q)), ffi.cast("float *", ffi.from_buffer(s))), "sp_quantize_rows")
+    _check(
+        lib.sp_quantize_rows_kernel(ffi.cast("const float *", ffi.from_buffer(x)), x.shape[0], x.shape[1], _kernel(kernel), ffi.cast("int8_t *", ffi.from_buffer(q)), ffi.cast("float *", ffi.from_buffer(s))),
+        "sp_quantize_rows_kernel",
+    )
     return q, s
+
+
+def gelu(x: np.ndarray, kernel: str = "scalar") -> np.ndarray:
+    """The encoder's GELU (its erf approximation) in C on float32 values, with a kernel's build of the float ops."""
+    x = np.ascontiguousarray(x, np.float32)
+    y = np.empty_like(x)
+    _check(lib.sp_gelu(ffi.cast("const float *", ffi.from_buffer(x)), x.size, _kernel(kernel), ffi.cast("float *", ffi.from_buffer(y))), "sp_gelu")
+    return y
 
 
 def linear_forward(values, col_idx, row_ptr, scale, bias, shape: Sequence[int], xq: np.ndarray, xs: np.ndarray, kernel: str = "auto", threads: int = 0) -> np.ndarray:

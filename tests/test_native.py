@@ -4,7 +4,7 @@ import pytest
 
 from runtime.errors import ModelFormatError, NativeError
 from runtime.format import load_model, pack_linear, quantize_symmetric, save_model, unpack_linear
-from runtime.native import NativeModel, available_kernels, linear_forward, quantize_rows
+from runtime.native import NativeModel, available_kernels, gelu, linear_forward, quantize_rows
 from runtime.synthetic import TINY_CONFIG, random_tensors
 from runtime.text import NORMALIZATION_VERSION
 
@@ -133,9 +133,54 @@ def test_quantize_symmetric_roundtrip():
     np.testing.assert_allclose(q * s[:, None], w, atol=s.max() / 2 + 1e-7)
 
 
+@pytest.mark.parametrize("kernel", ALL_KERNELS)
+def test_gelu_approximation_tolerance(kernel):
+    """The rational erf (native/ops_impl.h) against float64: GELU within 2.2e-7 * max(|x|, 1), exactly 0
+    far left, x far right, NaN kept; every kernel's build bit-identical to the scalar one."""
+    _need(kernel)
+    from scipy.special import erf
+
+    x = np.concatenate([np.linspace(-12, 12, 1_200_001), [0.0, -0.0, 1e-30, -1e-30, 5.8, -5.8, 100, -100, 3e38, -3e38]]).astype(np.float32)
+    y = gelu(x, kernel)
+    x64 = x.astype(np.float64)
+    expect = 0.5 * x64 * (1 + erf(x64 / np.sqrt(2)))
+    assert np.max(np.abs(y - expect) / np.maximum(np.abs(x64), 1)) <= 2.2e-7
+    assert (y[x <= -5.8] == 0).all() and (y[x >= 5.8] == x[x >= 5.8]).all()
+    assert np.isnan(gelu(np.array([np.nan, 1.0], np.float32), kernel)[0])
+    np.testing.assert_array_equal(y.view(np.int32), gelu(x, "scalar").view(np.int32))
+
+
+@pytest.mark.parametrize("kernel", ALL_KERNELS[1:])
+def test_quantize_kernels_identical_near_ties(kernel):
+    """The SIMD quantiser multiplies by 1/s and divides only where the product is near a half-integer:
+    rows built with values at, and one ulp either side of, k + 0.5 times the row scale must still
+    round exactly as x / s does in the scalar reference (where a plain reciprocal differs)."""
+    _need(kernel)
+    rng = np.random.default_rng(11)
+    T, C = 600, 384
+    base = (rng.standard_normal((T, C)) * rng.uniform(0.01, 100, (T, 1))).astype(np.float32)
+    amax = np.abs(base).max(1).astype(np.float32)
+    s = (amax * np.float32(1 / 127)).astype(np.float32)
+    ties = ((rng.integers(-127, 127, (T, C)) + 0.5) * s[:, None]).astype(np.float32)
+    rows = [base]
+    for direction in (None, np.inf, -np.inf):
+        r = ties if direction is None else np.nextafter(ties, np.float32(direction))
+        r[:, 0] = amax
+        rows.append(r.astype(np.float32))
+    x = np.concatenate(rows)
+    q_ref, s_ref = quantize_rows(x, "scalar")
+    q, sc = quantize_rows(x, kernel)
+    np.testing.assert_array_equal(q, q_ref)
+    np.testing.assert_array_equal(sc, s_ref)
+    r = (np.float32(1) / s_ref).astype(np.float32)
+    plain = np.clip(np.rint((x * r[:, None]).astype(np.float32)), -127, 127).astype(np.int8)
+    assert (plain != q_ref).sum() > 1000  # the rows do hit the cases a plain reciprocal gets wrong
+
+
 @pytest.mark.parametrize("kernel", ALL_KERNELS[1:])
 def test_whole_forward_identical_across_kernels(kernel, tmp_path):
-    """The AVX2 build of every op is the same arithmetic (no FMA contraction, no reassociation)."""
+    """The SIMD build of every op is the same arithmetic as the scalar one (FMA only where the scalar code
+    calls fmaf, no reassociation)."""
     _need(kernel)
     _tiny_model(tmp_path)
     data = load_model(tmp_path)
@@ -152,3 +197,17 @@ def test_kernel_in_use_is_reported(tmp_path):
     for k in KERNELS:
         assert NativeModel(data, kernel=k).isa_name == k
     assert NativeModel(data).isa_name == KERNELS[-1]  # auto: the best this CPU has
+
+
+def test_test_hooks_reject_bad_arguments():
+    """sp_gelu and sp_quantize_rows_kernel (C API test hooks): NULL, empty and unknown-kernel calls get a status."""
+    from runtime._native import ffi, lib
+
+    buf = ffi.new("float[4]")
+    q = ffi.new("int8_t[4]")
+    assert lib.sp_gelu(ffi.NULL, 4, lib.SP_KERNEL_SCALAR, buf) == lib.SP_ERR_ARG
+    assert lib.sp_gelu(buf, 0, lib.SP_KERNEL_SCALAR, buf) == lib.SP_ERR_ARG
+    assert lib.sp_gelu(buf, 4, 99, buf) == lib.SP_ERR_ARG
+    assert lib.sp_quantize_rows_kernel(buf, 1, 4, lib.SP_KERNEL_SCALAR, ffi.NULL, buf) == lib.SP_ERR_ARG
+    assert lib.sp_quantize_rows_kernel(buf, 0, 4, lib.SP_KERNEL_SCALAR, q, buf) == lib.SP_ERR_ARG
+    assert lib.sp_quantize_rows_kernel(buf, 1, 4, 99, q, buf) == lib.SP_ERR_ARG
