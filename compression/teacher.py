@@ -80,7 +80,8 @@ def pool_logits(cfg: TeacherConfig, run_dir: str | Path, model_dir: str | Path |
         model, params = load_run_params(cfg, run_dir)
     out = Path(out_dir or run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    splits = {"pool_logits.npz": ("train", "valid"), "test_logits.npz": ("test",)}
+    # a whole-pool fit's train split already holds valid (compression/configs/teacher_pool.py)
+    splits = {"pool_logits.npz": ("train",) if cfg.data.train_on_pool else ("train", "valid"), "test_logits.npz": ("test",)}
     for name, parts in splits.items():
         ids = [x for s in parts for x in prep.ids[s]]
         exs = [e for s in parts for e in prep.data.split(s)]

@@ -45,6 +45,8 @@ def prepare(cfg: TeacherConfig, tokenizer=None) -> Prepared:
     if cfg.data.limit_eval:
         data.valid = data.valid[: cfg.data.limit_eval]
         data.test = data.test[: cfg.data.limit_eval]
+    if cfg.data.train_on_pool:  # whole-pool fit: valid is trained on too (its figures are then not held out)
+        data.train = data.train + data.valid
     tok = tokenizer or load_tokenizer()
     ids, labels, truncated = {}, {}, {}
     for split in ("train", "valid", "test"):
@@ -184,6 +186,13 @@ def train(
     eval_fn = jax.jit(lambda p, x, m: model.apply({"params": p}, x, m))
 
     def end_of_epoch(st, epoch):
+        if cfg.data.train_on_pool:  # no held-out data: keep the weights the recipe fixed in advance
+            pick_epoch, pick = cfg.run.pool_pick
+            if epoch == pick_epoch:
+                st["best"] = {"score": None, "which": pick, "step": st["step"], "chosen": "fixed in advance (run.pool_pick), valid is trained on"}
+                atomic_write(run_dir / "best.msgpack", flax.serialization.to_bytes(st["ema"] if pick == "ema" and o.ema_decay else st["params"]))
+                save_json(run_dir / "best.json", st["best"])
+            return st
         cands = {"raw": st["params"]}
         if o.ema_decay:
             cands["ema"] = st["ema"]

@@ -73,3 +73,21 @@ def test_resume_refuses_a_changed_config(tiny, tmp_path):
     changed = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, learning_rate=1.0))
     with pytest.raises(ValueError, match="config differs"):
         train(changed, tmp_path, resume=True, max_steps=2, prepared=prep, progress=False)
+
+
+def test_whole_pool_fit_trains_on_valid_and_keeps_the_fixed_pick(tmp_path):
+    """teacher_pool: valid joins the training set, and nothing is chosen on it: the weights kept are the
+    ones fixed in advance (epoch index, raw / EMA), written at that epoch's end."""
+    from compression.cli import main
+
+    cfg = load_config("teacher_pool", tiny=True)
+    prep = prepare(cfg)
+    assert cfg.data.train_on_pool and len(prep.ids["train"]) == 128  # 64 train + 64 valid (tiny limits)
+    train_texts = {e.text for e in prep.data.train}
+    assert all(e.text in train_texts for e in prep.data.valid)
+    assert main(["teacher", "--config", "teacher_pool", "--tiny", "--run-dir", str(tmp_path)]) == 0
+    best = json.loads((tmp_path / "best.json").read_text())
+    steps_per_epoch = -(-128 // cfg.optim.batch_size)
+    assert best["which"] == "ema" and best["score"] is None and best["step"] == steps_per_epoch
+    assert (tmp_path / "best.msgpack").is_file()
+    assert "valid[" not in (tmp_path / "train.log").read_text()  # never evaluated on data it trains on

@@ -13,6 +13,7 @@ class DataConfig:
     demojize: bool = True
     limit_train: int | None = None  # tiny configs: use only the first N training examples
     limit_eval: int | None = None
+    train_on_pool: bool = False  # train on train + valid (the whole pool); nothing is then chosen on valid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,8 @@ class RunConfig:
     log_every: int = 20
     eval_every_epoch: bool = True
     eval_batch_size: int = 64
+    # with DataConfig.train_on_pool: the weights kept, fixed in advance as (epoch index, "raw" | "ema")
+    pool_pick: tuple = (1, "ema")
 
 
 @dataclasses.dataclass(frozen=True)
