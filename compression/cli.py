@@ -215,10 +215,14 @@ def _cmd_ensemble(args) -> int:
     import glob
     from pathlib import Path
 
-    from .ensemble import DEFAULT_MEMBERS, ensemble_report, format_report
+    from .ensemble import DEFAULT_MEMBERS, ensemble_report, format_report, trained_on_valid
     from .loop import save_json
 
     folders = args.members or [p for pat in DEFAULT_MEMBERS for p in sorted(glob.glob(pat)) if Path(p, "pool_logits.npz").is_file()]
+    if not args.members:
+        for p in [p for p in folders if trained_on_valid(p)]:
+            print(f"skipped {p}: trained on the whole pool, validation included (its 2017-test figure is in its metrics.json)")
+        folders = [p for p in folders if not trained_on_valid(p)]
     r = ensemble_report(folders, args.data)
     print(format_report(r))
     if args.out:

@@ -27,13 +27,24 @@ from .configs.common import DataConfig
 from .data import load_semeval
 from .evaluate import classification_metrics
 
-__all__ = ["load_member", "ensemble_report", "DEFAULT_MEMBERS"]
+__all__ = ["load_member", "ensemble_report", "trained_on_valid", "DEFAULT_MEMBERS"]
 
 DEFAULT_MEMBERS = ("models/teacher", "models/teachers/*")
 
 
+def trained_on_valid(folder: str | Path) -> bool:
+    """A whole-pool fit (``data.train_on_pool`` in its config.json): validation was trained on, so the member
+    cannot be scored or chosen on it."""
+    cfg = Path(folder) / "config.json"
+    if not cfg.is_file():
+        return False
+    return bool(json.loads(cfg.read_text()).get("config", {}).get("data", {}).get("train_on_pool", False))
+
+
 def load_member(folder: str | Path) -> dict:
     f = Path(folder)
+    if trained_on_valid(f):
+        raise ValueError(f"{f}: trained on the whole pool (validation included); an ensemble chosen on validation cannot use it")
     pool, test = np.load(f / "pool_logits.npz"), np.load(f / "test_logits.npz")
     return {"name": f.name if f.name != "teacher" else "teacher (seed 0)", "pool": dict(zip(pool["tweet_id"].tolist(), pool["logits"])), "test_ids": test["tweet_id"], "test": test["logits"]}
 

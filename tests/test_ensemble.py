@@ -29,3 +29,23 @@ def test_ensemble_beats_its_members_and_chooses_on_validation(tmp_path):
     assert "m3" not in r["chosen"]["members"]  # the weak member does not help on validation: left out
     assert r["prior_corrected"]["valid"] >= r["chosen"]["valid"]
     assert len(r["members"]) == 4 and 0 < r["chosen"]["test"] < 1
+
+
+def test_whole_pool_member_is_refused(tmp_path):
+    """A whole-pool fit trained on validation: loading it as a member is an error, never a silent bias."""
+    import json
+
+    import pytest
+
+    from compression.ensemble import load_member, trained_on_valid
+
+    dc = DataConfig()
+    data = load_semeval(dc.root, dc.valid_fraction, dc.split_seed)
+    f = _member(tmp_path / "pool", data, np.random.default_rng(1), 0.5)
+    (f / "config.json").write_text(json.dumps({"config": {"data": {"train_on_pool": True}}}))
+    assert trained_on_valid(f)
+    with pytest.raises(ValueError, match="whole pool"):
+        load_member(f)
+    g = _member(tmp_path / "held_out", data, np.random.default_rng(2), 0.5)
+    (g / "config.json").write_text(json.dumps({"config": {"data": {"train_on_pool": False}}}))
+    assert not trained_on_valid(g) and load_member(g)["name"] == "held_out"
