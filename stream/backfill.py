@@ -224,14 +224,14 @@ def backfill(shards: list[Shard], db: str, model_dir: Path, *, ray_address: str 
     keys = [s.source().key for s in shards]
     # the totals that matter come from the store, not from the actors' reports (an actor lost
     # mid-shard takes its report with it; the store has what it committed)
-    items0, posts0 = sum(store.offset(k) for k in keys), store.count_posts()
+    items0, posts0 = store.offsets_total(keys), store.count_posts()
     skips0 = [store.skip_counts(k) for k in keys]
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=sum(s.est_items for s in shards) or None, unit=" items", dynamic_ncols=True, mininterval=1.0, desc="backfill (~total)")
-        bar.update(sum(store.offset(k) for k in keys))
+        bar.update(store.offsets_total(keys))
 
     def add(d: dict) -> None:
         for k in ("items", "posts", "matched", "stored", "rejected", "unmatched"):
@@ -241,7 +241,7 @@ def backfill(shards: list[Shard], db: str, model_dir: Path, *, ray_address: str 
 
     def tick() -> None:
         if bar is not None:
-            bar.update(sum(store.offset(k) for k in keys) - bar.n)
+            bar.update(store.offsets_total(keys) - bar.n)
             bar.set_postfix(stored=store.count_posts(), refresh=False)
 
     if ray_address is None:
@@ -288,7 +288,7 @@ def backfill(shards: list[Shard], db: str, model_dir: Path, *, ray_address: str 
         tick()
         bar.close()
     totals["seconds"] = time.perf_counter() - t0
-    totals["items"] = sum(store.offset(k) for k in keys) - items0
+    totals["items"] = store.offsets_total(keys) - items0
     totals["stored"] = store.count_posts() - posts0
     skipped: dict[str, int] = {}
     for k, before in zip(keys, skips0):

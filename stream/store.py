@@ -321,6 +321,14 @@ class Store:
         row = self.con.execute("SELECT offset FROM offsets WHERE source_key=?", (source_key,)).fetchone()
         return int(row[0]) if row else 0
 
+    def offsets_total(self, source_keys: list[str]) -> int:
+        """The sum of several sources' offsets in one query (a backfill's progress over its shards)."""
+        if not source_keys:
+            return 0
+        marks = ",".join("?" * len(source_keys))
+        row = self.con.execute(f"SELECT COALESCE(SUM(offset), 0) FROM offsets WHERE source_key IN ({marks})", list(source_keys)).fetchone()
+        return int(row[0])
+
     def skip_counts(self, source_key: str | None = None) -> dict[str, int]:
         q = "SELECT reason, SUM(count) FROM skips" + (" WHERE source_key=?" if source_key else "") + " GROUP BY reason"
         return {r: int(n) for r, n in self.con.execute(q, (source_key,) if source_key else ()).fetchall()}

@@ -118,3 +118,14 @@ def test_worker_on_postgresql_keeps_the_password_off_the_command_line(pg_server,
     assert not str(w.log_path).startswith(str(tmp_path)) and "hunter2" not in str(w.log_path)
     for leftover in Path(w.log_path).parent.glob(Path(str(w.log_path)).name.split(".worker")[0] + ".worker*"):
         os.unlink(leftover)
+
+
+def test_offsets_total_is_one_query_on_both_engines(db):
+    """A backfill's progress: the sum of its shards' offsets (unknown keys count 0), in one statement."""
+    s = Store(db)
+    assert s.offsets_total([]) == 0 and s.offsets_total(["file:none"]) == 0
+    for key, off in (("file:a#0", 5), ("file:a#1", 7), ("file:b", 100)):
+        s.write_batch([], [], [], [], "m", source_key=key, offset=off)
+    assert s.offsets_total(["file:a#0", "file:a#1", "file:missing"]) == 12
+    assert s.offsets_total(["file:a#0", "file:a#1", "file:b"]) == sum(s.offset(k) for k in ("file:a#0", "file:a#1", "file:b")) == 112
+    s.close()
