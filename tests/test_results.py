@@ -43,3 +43,18 @@ def test_results_names_a_continued_recovery(tmp_path):
     cfg["init"] = "teacher"  # a dense run from the teacher is not a continuation
     (tmp_path / "students" / "recover_6l_80_4b" / "config.json").write_text(json.dumps({"config": cfg}))
     assert "| recover_6l_80_4b | 3 | 90.0% | - | none |" in write_results(tmp_path / "students", tmp_path / "RESULTS.md").read_text()
+
+
+def test_teacher_rows_mark_a_whole_pool_fit(tmp_path):
+    """A whole-pool fit trained on valid: its valid figure is shown as not held out, its pick as fixed."""
+    from compression.results import _teachers_section
+
+    for name, pool, valid in (("teacher_s1", False, 0.7356), ("teacher_pool", True, 0.8142)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "metrics.json").write_text(json.dumps({"valid": {"macro_recall": valid}, "test": {"macro_recall": 0.7045}}))
+        (d / "best.json").write_text(json.dumps({"which": "ema", "step": 2790}))
+        (d / "config.json").write_text(json.dumps({"config": {"run": {"seed": 0}, "data": {"train_on_pool": pool}}}))
+    rows = "\n".join(_teachers_section(tmp_path))
+    assert "| teacher_pool | 0 | ema at step 2790 (fixed in advance) | (81.42, trained on) | 70.45 |" in rows
+    assert "| teacher_s1 | 0 | ema at step 2790 | 73.56 | 70.45 |" in rows
