@@ -70,6 +70,8 @@ def write_results(students: str | Path = "models/students", out: Path = _OUT) ->
 
 def _teachers_section(teachers: Path) -> list[str]:
     """One row per teacher seed run (``models/teachers/*/metrics.json``; seed 0 is ``models/teacher``)."""
+    from .ensemble import trained_on_valid
+
     runs = sorted(d for d in teachers.glob("*/metrics.json")) if teachers.is_dir() else []
     if not runs:
         return []
@@ -83,7 +85,7 @@ def _teachers_section(teachers: Path) -> list[str]:
         cfg = json.loads((m.parent / "config.json").read_text()) if (m.parent / "config.json").is_file() else {}
         wall = json.loads((m.parent / "wall_time.json").read_text()).get("seconds", 0) if (m.parent / "wall_time.json").is_file() else 0
         seed = cfg.get("config", {}).get("run", {}).get("seed", "?")
-        pool = cfg.get("config", {}).get("data", {}).get("train_on_pool", False)  # valid trained on: not a held-out figure
+        pool = trained_on_valid(m.parent)  # a whole-pool fit: its valid figure is not held out
         valid = f"({100 * d['valid']['macro_recall']:.2f}, trained on)" if pool else f"{100 * d['valid']['macro_recall']:.2f}"
         kept = f"{best.get('which', '?')} at step {best.get('step', '?')}" + (" (fixed in advance)" if pool else "")
         out.append(f"| {m.parent.name} | {seed} | {kept} | {valid} | {100 * d['test']['macro_recall']:.2f} | {f'{wall / 3600:.2f} h' if wall else '-'} |")

@@ -336,11 +336,10 @@ static void pad_tile_rows(const int8_t *zero, int32_t N, int32_t C, float *xs, v
 
 /* The row-wise work before a linear layer, fused into one pass per row (one parallel region):
  *   src = LayerNorm(x + r) -> out   when gamma != NULL (r may be NULL), else src = x;
- *   src <- GELU(src)                when gelu (x is overwritten);
  *   per-token INT8 quantisation of src -> xs, and xq (scalar kernel) or the packed tiles xp (int16
  *                                   for AVX2, uint8 + 128 for AVX-512 VNNI) when quant.
  * Every step is the same arithmetic as the unfused ops, row by row. */
-static void prep_rows(float *x, const float *r, const float *gamma, const float *beta, float eps, int gelu, float *out, int quant,
+static void prep_rows(float *x, const float *r, const float *gamma, const float *beta, float eps, float *out, int quant,
                       int32_t N, int32_t C, int8_t *xq, float *xs, void *xp, int isa, int nt) {
     const int use_avx2 = isa >= SP_ISA_AVX2;
 #if SP_X86
@@ -361,13 +360,6 @@ static void prep_rows(float *x, const float *r, const float *gamma, const float 
 #endif
                 layernorm_add_ref(src, rr, 1, C, gamma, beta, eps, o);
             src = o;
-        }
-        if (gelu) {
-#if SP_X86
-            if (use_avx2) gelu_inplace_avx2(src, (size_t)C);
-            else
-#endif
-                gelu_inplace_ref(src, (size_t)C);
         }
         if (!quant) continue;
         int8_t *q = xq + (size_t)t * C;
@@ -567,7 +559,7 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
             }
         const float eps = cfg->layer_norm_eps;
         double tp = SP_NOW();
-        prep_rows(h, NULL, m->emb_g, m->emb_b, eps, 0, h, 1, N, C, xq, xs, xp, isa, nt);
+        prep_rows(h, NULL, m->emb_g, m->emb_b, eps, h, 1, N, C, xq, xs, xp, isa, nt);
         t_prep += SP_NOW() - tp;
         for (int32_t l = 0; l < cfg->num_layers; l++) {
             const sp_lin *lin = m->lin + (size_t)l * 6;
@@ -595,26 +587,26 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
             }
             t_att += SP_NOW() - t0;
             tp = SP_NOW();
-            prep_rows(ctx, NULL, NULL, NULL, eps, 0, NULL, 1, N, C, xq, xs, xp, isa, nt);
+            prep_rows(ctx, NULL, NULL, NULL, eps, NULL, 1, N, C, xq, xs, xp, isa, nt);
             t_prep += SP_NOW() - tp;
             t0 = SP_NOW();
             run_linear(&lin[3], xq, xs, xp, xs, N, isa, nt, 0, q); /* q <- attention output projection */
             t_lin += SP_NOW() - t0;
             tp = SP_NOW();
-            prep_rows(h, q, ln, ln + C, eps, 0, h, 1, N, C, xq, xs, xp, isa, nt);
+            prep_rows(h, q, ln, ln + C, eps, h, 1, N, C, xq, xs, xp, isa, nt);
             t_prep += SP_NOW() - tp;
             t0 = SP_NOW();
             run_linear(&lin[4], xq, xs, xp, xs, N, isa, nt, 1, ff);
             t_lin += SP_NOW() - t0;
             tp = SP_NOW();
-            prep_rows(ff, NULL, NULL, NULL, eps, 0, NULL, 1, N, I, xq, xs, xp, isa, nt); /* GELU: in ffn_in's epilogue */
+            prep_rows(ff, NULL, NULL, NULL, eps, NULL, 1, N, I, xq, xs, xp, isa, nt); /* GELU: in ffn_in's epilogue */
             t_prep += SP_NOW() - tp;
             t0 = SP_NOW();
             run_linear(&lin[5], xq, xs, xp, xs, N, isa, nt, 0, q);
             t_lin += SP_NOW() - t0;
             /* the layer's output LayerNorm, fused with the next layer's quantisation */
             tp = SP_NOW();
-            prep_rows(h, q, ln + 2 * C, ln + 3 * C, eps, 0, h, l + 1 < cfg->num_layers, N, C, xq, xs, xp, isa, nt);
+            prep_rows(h, q, ln + 2 * C, ln + 3 * C, eps, h, l + 1 < cfg->num_layers, N, C, xq, xs, xp, isa, nt);
             t_prep += SP_NOW() - tp;
         }
         /* pooler (tanh dense on [CLS]) + classifier + softmax, per sequence */
