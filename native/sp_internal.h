@@ -26,15 +26,19 @@ enum { SP_ISA_SCALAR = 0, SP_ISA_AVX2 = 1, SP_ISA_VNNI = 2 };
 #define SP_AVX2
 #endif
 
-/* A linear layer in the handle's own memory: int8 values widened to int16 for the exact
- * vpmaddwd route (one 64-bit broadcast per 4-block). */
+/* A linear layer in the handle's own memory: the 4-block CSR as given (scalar and VNNI kernels)
+ * and, for the AVX2 kernel, the same rows with every block whose vpmaddubsw pair sums could
+ * saturate split in two (kernels.h, lin_tile_avx2). */
 typedef struct {
     int32_t out, in, nnz;
     int32_t *row_ptr;  /* (out + 1) */
     uint16_t *col_idx; /* (nnz) */
     int8_t *w8;        /* (nnz, 4) as given (scalar and AVX-512 VNNI kernels) */
     int32_t *wsum;     /* (out): sum of each row's weights (the VNNI kernel's +128 offset correction) */
-    int16_t *w16;      /* (nnz, 4) widened (AVX2 kernel) */
+    int32_t *row_ptr2; /* (out + 1): the AVX2 kernel's rows ... */
+    uint16_t *col2;    /* (nnz2) */
+    int32_t *w2;       /* (nnz2): 4 int8 weights per block, |w0|+|w1| <= 128 and |w2|+|w3| <= 128 */
+    int32_t nnz2;
     float *scale;      /* (out) */
     float *bias;       /* (out) */
 } sp_lin;

@@ -124,6 +124,12 @@ static sp_status check_linear(const sp_linear *l, int32_t out, int32_t in) {
     return SP_OK;
 }
 
+/* Whether a 4-block needs splitting for the AVX2 kernel: a vpmaddubsw pair sum of activations
+ * + 128 (0..255) could leave int16 (255 * 128 = 32,640 is the most a kept pair reaches). */
+static int block_splits(const int8_t *w) {
+    return abs(w[0]) + abs(w[1]) > 128 || abs(w[2]) + abs(w[3]) > 128;
+}
+
 static sp_status copy_linear(const sp_linear *l, sp_lin *d, int64_t *bytes) {
     d->out = l->out;
     d->in = l->in;
@@ -131,17 +137,43 @@ static sp_status copy_linear(const sp_linear *l, sp_lin *d, int64_t *bytes) {
     d->row_ptr = sp_alloc(sizeof(int32_t) * (size_t)(l->out + 1));
     d->col_idx = sp_alloc(sizeof(uint16_t) * (size_t)l->nnz_blocks);
     d->w8 = sp_alloc((size_t)l->nnz_blocks * 4);
-    d->w16 = sp_alloc(sizeof(int16_t) * 4 * (size_t)l->nnz_blocks);
+    /* the AVX2 kernel's split rows: a block whose pair |w0|+|w1| or |w2|+|w3| exceeds 128 becomes
+     * (w >> 1) and (w - (w >> 1)) on the same columns (each |.| <= 64): the same sum, exactly */
+    int64_t nnz2 = 0;
+    for (int64_t b = 0; b < l->nnz_blocks; b++) nnz2 += block_splits(l->values + b * 4) ? 2 : 1;
+    d->nnz2 = (int32_t)nnz2;
+    d->row_ptr2 = sp_alloc(sizeof(int32_t) * (size_t)(l->out + 1));
+    d->col2 = sp_alloc(sizeof(uint16_t) * (size_t)nnz2);
+    d->w2 = sp_alloc(sizeof(int32_t) * (size_t)nnz2);
     d->wsum = sp_alloc(sizeof(int32_t) * (size_t)l->out);
     d->scale = sp_alloc(sizeof(float) * (size_t)l->out);
     d->bias = sp_alloc(sizeof(float) * (size_t)l->out);
-    if (!d->row_ptr || !d->col_idx || !d->w8 || !d->w16 || !d->wsum || !d->scale || !d->bias) return SP_ERR_NOMEM;
+    if (!d->row_ptr || !d->col_idx || !d->w8 || !d->row_ptr2 || !d->col2 || !d->w2 || !d->wsum || !d->scale || !d->bias)
+        return SP_ERR_NOMEM;
     memcpy(d->row_ptr, l->row_ptr, sizeof(int32_t) * (size_t)(l->out + 1));
     if (l->nnz_blocks) {
         memcpy(d->col_idx, l->col_idx, sizeof(uint16_t) * (size_t)l->nnz_blocks);
         memcpy(d->w8, l->values, (size_t)l->nnz_blocks * 4);
     }
-    for (int64_t i = 0; i < (int64_t)l->nnz_blocks * 4; i++) d->w16[i] = l->values[i];
+    int32_t k = 0;
+    d->row_ptr2[0] = 0;
+    for (int32_t o = 0; o < l->out; o++) {
+        for (int32_t b = l->row_ptr[o]; b < l->row_ptr[o + 1]; b++) {
+            const int8_t *w = l->values + (size_t)b * 4;
+            int8_t lo[4], hi[4];
+            if (block_splits(w)) {
+                for (int i = 0; i < 4; i++) lo[i] = (int8_t)(w[i] >> 1), hi[i] = (int8_t)(w[i] - lo[i]);
+                d->col2[k] = l->col_idx[b];
+                memcpy(&d->w2[k++], lo, 4);
+                d->col2[k] = l->col_idx[b];
+                memcpy(&d->w2[k++], hi, 4);
+            } else {
+                d->col2[k] = l->col_idx[b];
+                memcpy(&d->w2[k++], w, 4);
+            }
+        }
+        d->row_ptr2[o + 1] = k;
+    }
     for (int32_t o = 0; o < l->out; o++) {
         int32_t sum = 0;
         for (int64_t i = (int64_t)l->row_ptr[o] * 4; i < (int64_t)l->row_ptr[o + 1] * 4; i++) sum += l->values[i];
@@ -149,7 +181,7 @@ static sp_status copy_linear(const sp_linear *l, sp_lin *d, int64_t *bytes) {
     }
     memcpy(d->scale, l->scale, sizeof(float) * (size_t)l->out);
     memcpy(d->bias, l->bias, sizeof(float) * (size_t)l->out);
-    *bytes += (int64_t)l->nnz_blocks * (2 + 4 + 8) + (int64_t)l->out * 16 + 4;
+    *bytes += (int64_t)l->nnz_blocks * (2 + 4) + nnz2 * (2 + 4) + (int64_t)l->out * 20 + 8;
     return SP_OK;
 }
 
@@ -157,7 +189,9 @@ static void free_linear(sp_lin *d) {
     free(d->row_ptr);
     free(d->col_idx);
     free(d->w8);
-    free(d->w16);
+    free(d->row_ptr2);
+    free(d->col2);
+    free(d->w2);
     free(d->wsum);
     free(d->scale);
     free(d->bias);
@@ -288,66 +322,67 @@ static int nthreads(int32_t threads) {
 }
 
 #if SP_X86
-/* Row t's int8 values q (C) -> its slots in the packed int16 tiles xp (tiles, C/4, SP_TILE, 4). */
-SP_AVX2 static void scatter_row_avx2(const int8_t *q, int32_t C, int32_t t, int16_t *xp) {
-    int16_t *base = xp + (size_t)(t / SP_TILE) * C * SP_TILE + (size_t)(t % SP_TILE) * 4;
-    int32_t c = 0;
-    for (; c + 16 <= C; c += 16) { /* 4 blocks of 4 */
-        const __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(q + c)));
-        const __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
-        int16_t *d = base + (size_t)(c / 4) * SP_TILE * 4;
-        _mm_storel_epi64((__m128i *)d, lo);
-        _mm_storel_epi64((__m128i *)(d + SP_TILE * 4), _mm_unpackhi_epi64(lo, lo));
-        _mm_storel_epi64((__m128i *)(d + 2 * SP_TILE * 4), hi);
-        _mm_storel_epi64((__m128i *)(d + 3 * SP_TILE * 4), _mm_unpackhi_epi64(hi, hi));
-    }
-    for (; c < C; c++) base[(size_t)(c / 4) * SP_TILE * 4 + c % 4] = q[c];
-}
-
-/* Row t's int8 values q (C) -> its slots in the VNNI tiles xp (tiles, C/4, SP_TILE, 4), as q + 128. */
-SP_AVX2 static void scatter_row_u8(const int8_t *q, int32_t C, int32_t t, uint8_t *xp) {
+/* Eight consecutive rows (tokens t .. t+7, t a multiple of 8) of int8 values qb (8, C) -> their
+ * slots in the packed tiles xp (tiles, C/4, SP_TILE, 4) as q + 128 (unsigned bytes, as vpdpbusd
+ * and vpmaddubsw take them): one 32-byte run per 4-block, 8x8 blocks of int32 transposed in
+ * registers (not one strided 4-byte store per block and row). */
+SP_AVX2 static void scatter8(const int8_t *qb, int32_t C, int32_t t, uint8_t *xp) {
     uint8_t *base = xp + (size_t)(t / SP_TILE) * C * SP_TILE + (size_t)(t % SP_TILE) * 4;
-    const __m128i off = _mm_set1_epi8((char)0x80);
+    const __m256i off = _mm256_set1_epi8((char)0x80);
     int32_t c = 0;
-    for (; c + 16 <= C; c += 16) { /* 4 blocks of 4 */
-        int32_t w4[4];
-        _mm_storeu_si128((__m128i *)w4, _mm_xor_si128(_mm_loadu_si128((const __m128i *)(q + c)), off)); /* + 128 */
-        uint8_t *d = base + (size_t)(c / 4) * SP_TILE * 4;
-        for (int k = 0; k < 4; k++) memcpy(d + (size_t)k * SP_TILE * 4, &w4[k], 4);
+    for (; c + 32 <= C; c += 32) { /* 8 blocks of 4 */
+        __m256 r[8];
+        for (int k = 0; k < 8; k++) r[k] = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(qb + (size_t)k * C + c)));
+        transpose8(r); /* r[j]: block c/4 + j of the 8 tokens */
+        for (int j = 0; j < 8; j++)
+            _mm256_store_si256((__m256i *)(base + (size_t)(c / 4 + j) * SP_TILE * 4), _mm256_xor_si256(_mm256_castps_si256(r[j]), off));
     }
-    for (; c < C; c++) base[(size_t)(c / 4) * SP_TILE * 4 + c % 4] = (uint8_t)(q[c] + 128);
+    for (; c < C; c++)
+        for (int k = 0; k < 8; k++) base[(size_t)(c / 4) * SP_TILE * 4 + (size_t)k * 4 + c % 4] = (uint8_t)(qb[(size_t)k * C + c] + 128);
 }
 
-/* Row t into the packed tiles of the kernel in use (isa >= SP_ISA_AVX2). */
-static void scatter_row(const int8_t *q, int32_t C, int32_t t, void *xp, int isa) {
-    if (isa == SP_ISA_VNNI) scatter_row_u8(q, C, t, xp);
-    else scatter_row_avx2(q, C, t, xp);
-}
-
-/* Padding tokens N .. end of the last tile: zero activations (zero: C zero bytes), zero scale. */
-static void pad_tile_rows(const int8_t *zero, int32_t N, int32_t C, float *xs, void *xp, int isa) {
-    const int32_t tiles = (N + SP_TILE - 1) / SP_TILE;
-    for (int32_t t = N; t < tiles * SP_TILE; t++) {
-        scatter_row(zero, C, t, xp, isa);
-        xs[t] = 0.f;
-    }
-}
 #endif
 
 /* The row-wise work before a linear layer, fused into one pass per row (one parallel region):
  *   src = LayerNorm(x + r) -> out   when gamma != NULL (r may be NULL), else src = x;
- *   per-token INT8 quantisation of src -> xs, and xq (scalar kernel) or the packed tiles xp (int16
- *                                   for AVX2, uint8 + 128 for AVX-512 VNNI) when quant.
+ *   per-token INT8 quantisation of src -> xs, and xq (scalar kernel) or the packed tiles xp
+ *                                   (uint8, q + 128) when quant.
  * Every step is the same arithmetic as the unfused ops, row by row. */
 static void prep_rows(float *x, const float *r, const float *gamma, const float *beta, float eps, float *out, int quant,
-                      int32_t N, int32_t C, int8_t *xq, float *xs, void *xp, int isa, int nt) {
-    const int use_avx2 = isa >= SP_ISA_AVX2;
+                      int32_t N, int32_t C, int8_t *xq, float *xs, uint8_t *xp, int isa, int nt) {
 #if SP_X86
-    if (use_avx2 && quant) {
-        memset(xq, 0, (size_t)C); /* C zero bytes of scratch, rewritten by the row loop afterwards */
-        pad_tile_rows(xq, N, C, xs, xp, isa);
+    if (isa >= SP_ISA_AVX2 && quant) {
+        /* groups of 8 tokens over the whole tiles (tokens >= N: zero values and scale), in units
+         * of two groups so that two threads never write one 64-byte line of the tiles or of xs,
+         * split into contiguous ranges as run_linear splits the tokens: a thread mostly reads
+         * rows that it wrote itself. xq: (tiles * SP_TILE, C) scratch for the groups' int8 rows. */
+        const int32_t units = (N + SP_TILE - 1) / SP_TILE * (SP_TILE / 16);
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (int32_t u = 0; u < units; u++)
+        for (int32_t g = 2 * u; g < 2 * u + 2; g++) {
+            int8_t *qb = xq + (size_t)g * 8 * C;
+            for (int32_t k = 0; k < 8; k++) {
+                const int32_t t = g * 8 + k;
+                if (t >= N) {
+                    memset(qb + (size_t)k * C, 0, (size_t)C);
+                    xs[t] = 0.f;
+                    continue;
+                }
+                float *src = x + (size_t)t * C;
+                if (gamma) {
+                    float *o = out + (size_t)t * C;
+                    layernorm_add_avx2(src, r ? r + (size_t)t * C : NULL, 1, C, gamma, beta, eps, o);
+                    src = o;
+                }
+                xs[t] = quantize_row_avx2(src, C, qb + (size_t)k * C);
+            }
+            scatter8(qb, C, g * 8, xp);
+        }
+        return;
     }
 #endif
+    const int use_avx2 = isa >= SP_ISA_AVX2;
+    (void)xp;
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int32_t t = 0; t < N; t++) {
         float *src = x + (size_t)t * C;
@@ -361,29 +396,20 @@ static void prep_rows(float *x, const float *r, const float *gamma, const float 
                 layernorm_add_ref(src, rr, 1, C, gamma, beta, eps, o);
             src = o;
         }
-        if (!quant) continue;
-        int8_t *q = xq + (size_t)t * C;
-#if SP_X86
-        if (use_avx2) {
-            xs[t] = quantize_row_avx2(src, C, q);
-            scatter_row(q, C, t, xp, isa);
-            continue;
-        }
-#endif
-        xs[t] = quantize_row(src, C, q);
+        if (quant) xs[t] = quantize_row(src, C, xq + (size_t)t * C);
     }
 }
 
 /* y: (N, out) = linear(xq), GELU(linear(xq)) when gelu (the same per-element arithmetic as
  * gelu_inplace, applied in the kernels' epilogue); xp: packed tiles and xsp: (tiles * SP_TILE)
  * scales for the SIMD paths. */
-static void run_linear(const sp_lin *L, const int8_t *xq, const float *xs, const void *xp, const float *xsp, int32_t N,
+static void run_linear(const sp_lin *L, const int8_t *xq, const float *xs, const uint8_t *xp, const float *xsp, int32_t N,
                        int isa, int nt, int gelu, float *y) {
 #if SP_X86
     if (isa >= SP_ISA_AVX2) {
         const int32_t tiles = (N + SP_TILE - 1) / SP_TILE;
         const int32_t chunk = 64, chunks = (L->out + chunk - 1) / chunk;
-        /* token tile outer, row chunk inner: a tile (32 tokens, <= 96 KB as int16, 48 KB as uint8)
+        /* token tile outer, row chunk inner: a tile (32 tokens, <= 48 KB)
          * stays in L1/L2 while the layer's weights (<= ~300 KB at 80% sparsity) stream from L2.
          * VNNI takes the tiles two at a time (lin_tile2_vnni) when both fit in L1 (in <= 512:
          * <= 32 KB), which measured 5-20% faster there and slower for in = 1536 (L2-bound). */
@@ -394,10 +420,10 @@ static void run_linear(const sp_lin *L, const int8_t *xq, const float *xs, const
             int32_t o0 = c * chunk, o1 = o0 + chunk < L->out ? o0 + chunk : L->out;
             int32_t t0 = i * SP_TILE, n = N - t0 < per * SP_TILE ? N - t0 : per * SP_TILE;
             if (per == 2 && n > SP_TILE)
-                lin_tile2_vnni(L, (const uint8_t *)xp + (size_t)i * L->in * SP_TILE, xsp + (size_t)i * SP_TILE, o0, o1, t0, n, gelu, y);
+                lin_tile2_vnni(L, xp + (size_t)i * L->in * SP_TILE, xsp + (size_t)i * SP_TILE, o0, o1, t0, n, gelu, y);
             else if (isa == SP_ISA_VNNI)
-                lin_tile_vnni(L, (const uint8_t *)xp + (size_t)i * L->in * SP_TILE, xsp + (size_t)i * SP_TILE, o0, o1, t0, n, gelu, y);
-            else lin_tile_avx2(L, (const int16_t *)xp + (size_t)i * L->in * SP_TILE, xsp + (size_t)i * SP_TILE, o0, o1, t0, n, gelu, y);
+                lin_tile_vnni(L, xp + (size_t)i * L->in * SP_TILE, xsp + (size_t)i * SP_TILE, o0, o1, t0, n, gelu, y);
+            else lin_tile_avx2(L, xp + (size_t)i * L->in * SP_TILE, xsp + (size_t)i * SP_TILE, o0, o1, t0, n, gelu, y);
         }
         return;
     }
@@ -460,19 +486,23 @@ sp_status sp_linear_forward(const sp_linear *lin, const int8_t *xq, const float 
     int64_t bytes = 0;
     st = copy_linear(lin, &L, &bytes);
     const int32_t tiles = (T + SP_TILE - 1) / SP_TILE;
-    int16_t *xp = use_avx2 ? sp_alloc(sizeof(int16_t) * (size_t)tiles * lin->in * SP_TILE) : NULL;
+    uint8_t *xp = use_avx2 ? sp_alloc((size_t)tiles * lin->in * SP_TILE) : NULL;
     float *xsp = use_avx2 ? sp_alloc(sizeof(float) * (size_t)tiles * SP_TILE) : NULL;
     if (st == SP_OK && use_avx2 && (!xp || !xsp)) st = SP_ERR_NOMEM;
     if (st == SP_OK) {
         const int nt = nthreads(threads);
         if (use_avx2) {
 #if SP_X86
-            memcpy(xsp, xs, sizeof(float) * (size_t)T);
-            for (int32_t t = 0; t < T; t++) scatter_row(xq + (size_t)t * lin->in, lin->in, t, xp, isa);
-            int8_t *zero = calloc((size_t)lin->in, 1);
-            if (!zero) st = SP_ERR_NOMEM;
-            else pad_tile_rows(zero, T, lin->in, xsp, xp, isa);
-            free(zero);
+            /* the rows, zero-padded to whole tiles (zero scale), packed 8 at a time */
+            int8_t *qpad = calloc((size_t)tiles * SP_TILE * lin->in, 1);
+            if (!qpad) st = SP_ERR_NOMEM;
+            else {
+                memset(xsp, 0, sizeof(float) * (size_t)tiles * SP_TILE);
+                memcpy(xsp, xs, sizeof(float) * (size_t)T);
+                memcpy(qpad, xq, (size_t)T * lin->in);
+                for (int32_t g = 0; g < tiles * (SP_TILE / 8); g++) scatter8(qpad + (size_t)g * 8 * lin->in, lin->in, g * 8, xp);
+            }
+            free(qpad);
 #endif
         }
         if (st == SP_OK) run_linear(&L, xq, xs, xp, xsp, T, isa, nt, 0, y);
@@ -511,8 +541,8 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
     enum { W_OFF, W_H, W_Q, W_K, W_V, W_CTX, W_FF, W_XQ, W_XS, W_XP, W_SCRATCH, W_N };
     const size_t sz[W_N] = {
         sizeof(int32_t) * (size_t)(n_seqs + 1), sizeof(float) * NC, sizeof(float) * NC, sizeof(float) * NC, sizeof(float) * NC,
-        sizeof(float) * NC, sizeof(float) * NI, NI > NC ? NI : NC, sizeof(float) * (size_t)tiles * SP_TILE,
-        avx ? sizeof(int16_t) * (size_t)tiles * SP_TILE * (size_t)(I > C ? I : C) : 0, sizeof(float) * scratch_per * (size_t)nt};
+        sizeof(float) * NC, sizeof(float) * NI, (size_t)tiles * SP_TILE * (size_t)(I > C ? I : C), sizeof(float) * (size_t)tiles * SP_TILE,
+        avx ? (size_t)tiles * SP_TILE * (size_t)(I > C ? I : C) : 0, sizeof(float) * scratch_per * (size_t)nt};
     size_t at[W_N], total = 0;
     for (int i = 0; i < W_N; i++) {
         at[i] = total;
@@ -534,11 +564,11 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
     int32_t *off = base ? (int32_t *)(base + at[W_OFF]) : NULL;
     float *h = NULL, *q = NULL, *k = NULL, *v = NULL, *ctx = NULL, *ff = NULL, *xs = NULL, *scratch = NULL;
     int8_t *xq = NULL;
-    int16_t *xp = NULL;
+    uint8_t *xp = NULL;
     if (base) {
         h = (float *)(base + at[W_H]), q = (float *)(base + at[W_Q]), k = (float *)(base + at[W_K]), v = (float *)(base + at[W_V]);
         ctx = (float *)(base + at[W_CTX]), ff = (float *)(base + at[W_FF]), xq = (int8_t *)(base + at[W_XQ]);
-        xs = (float *)(base + at[W_XS]), xp = avx ? (int16_t *)(base + at[W_XP]) : NULL, scratch = (float *)(base + at[W_SCRATCH]);
+        xs = (float *)(base + at[W_XS]), xp = avx ? (uint8_t *)(base + at[W_XP]) : NULL, scratch = (float *)(base + at[W_SCRATCH]);
     }
     sp_status st = base ? SP_OK : SP_ERR_NOMEM;
     double t_lin = 0, t_att = 0, t_prep = 0, t_start = SP_NOW(), t0;

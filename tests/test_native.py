@@ -69,6 +69,25 @@ def test_linear_worst_case_no_saturation():
             np.testing.assert_array_equal(y[1], np.full(8, -sign * 127 * 127 * 1536, np.float32))
 
 
+@pytest.mark.parametrize("kernel", ALL_KERNELS)
+def test_linear_extreme_blocks_exact(kernel):
+    """Blocks at and just past the AVX2 kernel's split threshold (|w0|+|w1| = 128 / 129, ±127 pairs of
+    either sign) against activations at the ends of the range: every kernel's integer sum is exact."""
+    _need(kernel)
+    rng = np.random.default_rng(11)
+    levels = np.array([-127, -126, -65, -64, -63, -1, 0, 1, 63, 64, 65, 126, 127], np.int8)
+    for inn in (384, 1536):
+        q = rng.choice(levels, (24, inn)).astype(np.int8)
+        q[:, 4:8] = [127, 1, -127, -2]  # pair sums 128 and 129
+        q[:3, :] = [[127], [-127], [0]]
+        vals, col, rp = pack_linear(q)
+        xq = rng.choice(np.array([-127, -1, 0, 1, 127], np.int8), (40, inn)).astype(np.int8)
+        xq[:4] = [[127], [-127], [0], [1]]
+        xs = np.ones(40, np.float32)
+        y = linear_forward(vals, col, rp, np.ones(24, np.float32), np.zeros(24, np.float32), q.shape, xq, xs, kernel=kernel)
+        np.testing.assert_array_equal(y, (xq.astype(np.int64) @ q.astype(np.int64).T).astype(np.float32), err_msg=f"{kernel} in={inn}")
+
+
 @pytest.mark.parametrize("kernel", ALL_KERNELS[1:])
 def test_kernels_agree_bitwise(kernel):
     _need(kernel)
