@@ -326,21 +326,51 @@ static int nthreads(int32_t threads) {
  * slots in the packed tiles xp (tiles, C/4, SP_TILE, 4) as q + 128 (unsigned bytes, as vpdpbusd
  * and vpmaddubsw take them): one 32-byte run per 4-block, 8x8 blocks of int32 transposed in
  * registers (not one strided 4-byte store per block and row). */
-SP_AVX2 static void scatter8(const int8_t *qb, int32_t C, int32_t t, uint8_t *xp) {
+SP_AVX2 static void scatter8(const int8_t *qb, size_t ld, int32_t C, int32_t t, uint8_t *xp) {
     uint8_t *base = xp + (size_t)(t / SP_TILE) * C * SP_TILE + (size_t)(t % SP_TILE) * 4;
     const __m256i off = _mm256_set1_epi8((char)0x80);
     int32_t c = 0;
     for (; c + 32 <= C; c += 32) { /* 8 blocks of 4 */
         __m256 r[8];
-        for (int k = 0; k < 8; k++) r[k] = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(qb + (size_t)k * C + c)));
+        for (int k = 0; k < 8; k++) r[k] = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(qb + (size_t)k * ld + c)));
         transpose8(r); /* r[j]: block c/4 + j of the 8 tokens */
         for (int j = 0; j < 8; j++)
             _mm256_store_si256((__m256i *)(base + (size_t)(c / 4 + j) * SP_TILE * 4), _mm256_xor_si256(_mm256_castps_si256(r[j]), off));
     }
     for (; c < C; c++)
-        for (int k = 0; k < 8; k++) base[(size_t)(c / 4) * SP_TILE * 4 + (size_t)k * 4 + c % 4] = (uint8_t)(qb[(size_t)k * C + c] + 128);
+        for (int k = 0; k < 8; k++) base[(size_t)(c / 4) * SP_TILE * 4 + (size_t)k * 4 + c % 4] = (uint8_t)(qb[(size_t)k * ld + c] + 128);
 }
 
+#endif
+
+#if SP_X86
+/* prep_rows' SIMD work on the groups g0 .. g1-1 of 8 tokens, on the calling thread: tokens >= N get
+ * zero values and scale; quant == 0: the LayerNorm alone (tokens < N). xq: int8 scratch rows of
+ * stride ldq per token; xp: the packed tiles from token tbase on (a multiple of SP_TILE). */
+static void prep_groups(float *x, const float *r, const float *gamma, const float *beta, float eps, float *out, int quant,
+                        int32_t N, int32_t C, int8_t *xq, size_t ldq, float *xs, uint8_t *xp, int32_t tbase, int32_t g0, int32_t g1) {
+    for (int32_t g = g0; g < g1; g++) {
+        int8_t *qb = xq + (size_t)g * 8 * ldq;
+        for (int32_t k = 0; k < 8; k++) {
+            const int32_t t = g * 8 + k;
+            if (t >= N) {
+                if (quant) {
+                    memset(qb + (size_t)k * ldq, 0, (size_t)C);
+                    xs[t] = 0.f;
+                }
+                continue;
+            }
+            float *src = x + (size_t)t * C;
+            if (gamma) {
+                float *o = out + (size_t)t * C;
+                layernorm_add_avx2(src, r ? r + (size_t)t * C : NULL, 1, C, gamma, beta, eps, o);
+                src = o;
+            }
+            if (quant) xs[t] = quantize_row_avx2(src, C, qb + (size_t)k * ldq);
+        }
+        if (quant) scatter8(qb, ldq, C, g * 8 - tbase, xp);
+    }
+}
 #endif
 
 /* The row-wise work before a linear layer, fused into one pass per row (one parallel region):
@@ -358,26 +388,7 @@ static void prep_rows(float *x, const float *r, const float *gamma, const float 
          * rows that it wrote itself. xq: (tiles * SP_TILE, C) scratch for the groups' int8 rows. */
         const int32_t units = (N + SP_TILE - 1) / SP_TILE * (SP_TILE / 16);
 #pragma omp parallel for schedule(static) num_threads(nt)
-        for (int32_t u = 0; u < units; u++)
-        for (int32_t g = 2 * u; g < 2 * u + 2; g++) {
-            int8_t *qb = xq + (size_t)g * 8 * C;
-            for (int32_t k = 0; k < 8; k++) {
-                const int32_t t = g * 8 + k;
-                if (t >= N) {
-                    memset(qb + (size_t)k * C, 0, (size_t)C);
-                    xs[t] = 0.f;
-                    continue;
-                }
-                float *src = x + (size_t)t * C;
-                if (gamma) {
-                    float *o = out + (size_t)t * C;
-                    layernorm_add_avx2(src, r ? r + (size_t)t * C : NULL, 1, C, gamma, beta, eps, o);
-                    src = o;
-                }
-                xs[t] = quantize_row_avx2(src, C, qb + (size_t)k * C);
-            }
-            scatter8(qb, C, g * 8, xp);
-        }
+        for (int32_t u = 0; u < units; u++) prep_groups(x, r, gamma, beta, eps, out, 1, N, C, xq, (size_t)C, xs, xp, 0, 2 * u, 2 * u + 2);
         return;
     }
 #endif
@@ -436,6 +447,29 @@ static void run_linear(const sp_lin *L, const int8_t *xq, const float *xs, const
         lin_scalar(L, xq, xs, t0, t1, 0, L->out, gelu, y);
     }
 }
+
+#if SP_X86
+/* run_linear's work on the two tiles of unit u (tokens 64u .. 64u+63), every row, on the calling
+ * thread (the same kernels and arithmetic; the fused forward below); xpu: the unit's packed tiles. */
+static void linear_unit(const sp_lin *L, const uint8_t *xpu, const float *xs, int32_t N, int isa, int gelu, float *y, int32_t u) {
+    const int32_t tiles = (N + SP_TILE - 1) / SP_TILE, i1 = 2 * u + 2 < tiles ? 2 * u + 2 : tiles;
+    const int two = isa == SP_ISA_VNNI && L->in <= 512;
+    for (int32_t i = 2 * u; i < i1;) {
+        const int32_t t0 = i * SP_TILE, left = N - t0;
+        const uint8_t *tp = xpu + (size_t)(i - 2 * u) * L->in * SP_TILE;
+        const float *sp = xs + (size_t)i * SP_TILE;
+        if (two && i + 1 < i1) {
+            lin_tile2_vnni(L, tp, sp, 0, L->out, t0, left < 2 * SP_TILE ? left : 2 * SP_TILE, gelu, y);
+            i += 2;
+            continue;
+        }
+        const int32_t n = left < SP_TILE ? left : SP_TILE;
+        if (isa == SP_ISA_VNNI) lin_tile_vnni(L, tp, sp, 0, L->out, t0, n, gelu, y);
+        else lin_tile_avx2(L, tp, sp, 0, L->out, t0, n, gelu, y);
+        i++;
+    }
+}
+#endif
 
 sp_status sp_quantize_rows(const float *x, int32_t T, int32_t C, int8_t *xq, float *xs) {
     if (!x || !xq || !xs || T <= 0 || C <= 0) return SP_ERR_ARG;
@@ -500,7 +534,7 @@ sp_status sp_linear_forward(const sp_linear *lin, const int8_t *xq, const float 
                 memset(xsp, 0, sizeof(float) * (size_t)tiles * SP_TILE);
                 memcpy(xsp, xs, sizeof(float) * (size_t)T);
                 memcpy(qpad, xq, (size_t)T * lin->in);
-                for (int32_t g = 0; g < tiles * (SP_TILE / 8); g++) scatter8(qpad + (size_t)g * 8 * lin->in, lin->in, g * 8, xp);
+                for (int32_t g = 0; g < tiles * (SP_TILE / 8); g++) scatter8(qpad + (size_t)g * 8 * lin->in, (size_t)lin->in, lin->in, g * 8, xp);
             }
             free(qpad);
 #endif
@@ -534,15 +568,15 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
 
     const int nt = nthreads(threads);
     const int isa = m->isa, avx = isa >= SP_ISA_AVX2;
-    const int32_t tiles = (N + SP_TILE - 1) / SP_TILE;
+    const int32_t tiles = (N + SP_TILE - 1) / SP_TILE, units = (tiles + 1) / 2; /* units: 2 tiles */
     const size_t NC = (size_t)N * C, NI = (size_t)N * I;
     const size_t scratch_per = ((size_t)Tmax + (size_t)(C / H)) * (size_t)((Tmax + 7) / 8 * 8);
     /* one workspace block carved into 64-byte aligned buffers */
-    enum { W_OFF, W_H, W_Q, W_K, W_V, W_CTX, W_FF, W_XQ, W_XS, W_XP, W_SCRATCH, W_N };
+    enum { W_OFF, W_H, W_Q, W_K, W_V, W_CTX, W_FF, W_XQ, W_XS, W_XP, W_SCRATCH, W_POS, W_N };
     const size_t sz[W_N] = {
         sizeof(int32_t) * (size_t)(n_seqs + 1), sizeof(float) * NC, sizeof(float) * NC, sizeof(float) * NC, sizeof(float) * NC,
-        sizeof(float) * NC, sizeof(float) * NI, (size_t)tiles * SP_TILE * (size_t)(I > C ? I : C), sizeof(float) * (size_t)tiles * SP_TILE,
-        avx ? (size_t)tiles * SP_TILE * (size_t)(I > C ? I : C) : 0, sizeof(float) * scratch_per * (size_t)nt};
+        sizeof(float) * NC, sizeof(float) * NI, (size_t)units * 2 * SP_TILE * (size_t)(I > C ? I : C), sizeof(float) * (size_t)tiles * SP_TILE,
+        avx ? (size_t)units * 2 * SP_TILE * (size_t)(I > C ? I : C) : 0, sizeof(float) * scratch_per * (size_t)nt, sizeof(int32_t) * (size_t)N};
     size_t at[W_N], total = 0;
     for (int i = 0; i < W_N; i++) {
         at[i] = total;
@@ -576,6 +610,95 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
         memset(xs, 0, sizeof(float) * (size_t)tiles * SP_TILE);
         off[0] = 0;
         for (int32_t s = 0; s < n_seqs; s++) off[s + 1] = off[s] + lengths[s];
+    }
+#if SP_X86
+    if (st == SP_OK && avx && nt > 1 && units >= 2 * nt && n_seqs >= 4 * nt) {
+        /* Batches of several 64-token units per thread: each thread owns a contiguous range of units
+         * (the same static split in every loop of the one parallel region) and runs everything
+         * between two attentions on its own tokens -- the row-wise work, the attention output,
+         * the feed-forward block and the next layer's q/k/v -- with no barrier in between (no row
+         * it reads was written by another thread); the attention, whose sequences cross unit
+         * boundaries, has a barrier on each side: 2 per layer instead of 11. */
+        int32_t *pos = (int32_t *)(base + at[W_POS]);
+        for (int32_t s = 0; s < n_seqs; s++)
+            for (int32_t p = 0; p < lengths[s]; p++) pos[off[s] + p] = p;
+        const float eps = cfg->layer_norm_eps;
+        const int32_t G = tiles * (SP_TILE / 8); /* groups of 8 tokens */
+        /* each unit has its own regions of the int8 scratch and of the packed tiles, sized for the
+         * widest input, so that units of different threads never overlap whatever width they pack */
+        const size_t W = (size_t)(I > C ? I : C), ustride = 2 * (size_t)SP_TILE * W;
+#pragma omp parallel num_threads(nt)
+        {
+#ifdef _OPENMP
+            const int th = omp_get_thread_num();
+#else
+            const int th = 0;
+#endif
+            float *sc = scratch + scratch_per * (size_t)th;
+            double a = 0, b = 0;
+#pragma omp for schedule(static) nowait
+            for (int32_t u = 0; u < units; u++) {
+                const int32_t g0 = 8 * u, g1 = 8 * u + 8 < G ? 8 * u + 8 : G, t1 = 64 * u + 64 < N ? 64 * u + 64 : N;
+                for (int32_t t = 64 * u; t < t1; t++) { /* embeddings: h = word[id] * scale[id] + position[p] + token_type[0] */
+                    const int32_t id = ids[t];
+                    const int8_t *wr = m->word + (size_t)id * C;
+                    const float ws = m->word_scale[id];
+                    const float *pr = m->position + (size_t)pos[t] * C;
+                    float *hr = h + (size_t)t * C;
+                    for (int32_t c = 0; c < C; c++) hr[c] = (float)wr[c] * ws + pr[c] + m->token_type[c];
+                }
+                a = SP_NOW();
+                uint8_t *xpu = xp + (size_t)u * ustride;
+                prep_groups(h, NULL, m->emb_g, m->emb_b, eps, h, 1, N, C, xq, W, xs, xpu, 64 * u, g0, g1);
+                b = SP_NOW();
+                if (th == 0) t_prep += b - a;
+                for (int j = 0; j < 3; j++) linear_unit(&m->lin[j], xpu, xs, N, isa, 0, j == 0 ? q : j == 1 ? k : v, u);
+                if (th == 0) t_lin += SP_NOW() - b;
+            }
+            for (int32_t l = 0; l < cfg->num_layers; l++) {
+                const sp_lin *lin = m->lin + (size_t)l * 6;
+                const float *ln = m->ln + (size_t)l * 4 * C;
+                const int last = l + 1 == cfg->num_layers;
+#pragma omp barrier
+                a = SP_NOW();
+#pragma omp for schedule(dynamic, 1)
+                for (int32_t s = 0; s < n_seqs; s++) {
+                    const size_t o = (size_t)off[s] * C;
+                    if ((C / H) % 8 == 0) attention_seq_avx2(q + o, k + o, v + o, lengths[s], C, H, 0, H, ctx + o, sc);
+                    else attention_seq_ref(q + o, k + o, v + o, lengths[s], C, H, 0, H, ctx + o, sc);
+                }
+                if (th == 0) t_att += SP_NOW() - a;
+#pragma omp for schedule(static) nowait
+                for (int32_t u = 0; u < units; u++) {
+                    const int32_t g0 = 8 * u, g1 = 8 * u + 8 < G ? 8 * u + 8 : G;
+                    uint8_t *xpu = xp + (size_t)u * ustride;
+                    double tp = 0, tl = 0;
+                    a = SP_NOW();
+                    prep_groups(ctx, NULL, NULL, NULL, eps, NULL, 1, N, C, xq, W, xs, xpu, 64 * u, g0, g1);
+                    b = SP_NOW(), tp += b - a;
+                    linear_unit(&lin[3], xpu, xs, N, isa, 0, q, u); /* q <- attention output projection */
+                    a = SP_NOW(), tl += a - b;
+                    prep_groups(h, q, ln, ln + C, eps, h, 1, N, C, xq, W, xs, xpu, 64 * u, g0, g1);
+                    b = SP_NOW(), tp += b - a;
+                    linear_unit(&lin[4], xpu, xs, N, isa, 1, ff, u);
+                    a = SP_NOW(), tl += a - b;
+                    prep_groups(ff, NULL, NULL, NULL, eps, NULL, 1, N, I, xq, W, xs, xpu, 64 * u, g0, g1);
+                    b = SP_NOW(), tp += b - a;
+                    linear_unit(&lin[5], xpu, xs, N, isa, 0, q, u);
+                    a = SP_NOW(), tl += a - b;
+                    prep_groups(h, q, ln + 2 * C, ln + 3 * C, eps, h, !last, N, C, xq, W, xs, xpu, 64 * u, g0, g1);
+                    b = SP_NOW(), tp += b - a;
+                    if (!last)
+                        for (int j = 0; j < 3; j++) linear_unit(&lin[6 + j], xpu, xs, N, isa, 0, j == 0 ? q : j == 1 ? k : v, u);
+                    tl += SP_NOW() - b;
+                    if (th == 0) t_prep += tp, t_lin += tl;
+                }
+            }
+        }
+    } else if (st == SP_OK) {
+#else
+    if (st == SP_OK) {
+#endif
         /* embeddings: h = LN(word[id] * scale[id] + position[p] + token_type[0]) */
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (int32_t s = 0; s < n_seqs; s++)
@@ -639,6 +762,8 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
             prep_rows(h, q, ln + 2 * C, ln + 3 * C, eps, h, l + 1 < cfg->num_layers, N, C, xq, xs, xp, isa, nt);
             t_prep += SP_NOW() - tp;
         }
+    }
+    if (st == SP_OK) {
         /* pooler (tanh dense on [CLS]) + classifier + softmax, per sequence */
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (int32_t s = 0; s < n_seqs; s++) {

@@ -210,6 +210,24 @@ def test_whole_forward_identical_across_kernels(kernel, tmp_path):
     np.testing.assert_array_equal(NativeModel(data, kernel=kernel).forward(ids, lens), a, err_msg=kernel)
 
 
+@pytest.mark.parametrize("kernel", ALL_KERNELS[1:])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_fused_batch_forward_identical(kernel, threads, tmp_path):
+    """A batch big enough for the fused schedule (threads > 1, >= 4 sequences and >= 2 units of 64 tokens per
+    thread: each thread runs its own units from one attention to the next, with per-unit scratch sized for the
+    widest input) gives exactly the scalar build's probabilities."""
+    _need(kernel)
+    _tiny_model(tmp_path)
+    data = load_model(tmp_path)
+    rng = np.random.default_rng(7)
+    lens = np.concatenate([[1, 40, 39, 2], rng.integers(1, 41, 30)])  # 34 sequences, odd tile count
+    ids = rng.integers(0, TINY_CONFIG["vocab_size"], lens.sum())
+    assert lens.sum() >= 2 * threads * 64 and len(lens) >= 4 * threads
+    ref_probs = NativeModel(data, kernel="scalar").forward(ids, lens)
+    got = NativeModel(data, kernel=kernel).forward(ids, lens, threads=threads)
+    np.testing.assert_array_equal(got, ref_probs, err_msg=f"{kernel} threads={threads}")
+
+
 def test_kernel_in_use_is_reported(tmp_path):
     _tiny_model(tmp_path)
     data = load_model(tmp_path)

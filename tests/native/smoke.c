@@ -62,6 +62,15 @@ int main(void) {
     int32_t ids[] = {1, 5, 7, 2, 49, 0, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 9};
     int32_t lens[] = {1, 4, 18};
     float probs[3][3 * K]; /* scalar, AVX2, AVX-512 VNNI */
+    /* a batch big enough for the SIMD kernels' fused schedule at 2 threads (>= 8 sequences, >= 4 units of 64 tokens) */
+    enum { NB = 16 };
+    static int32_t bids[NB * P];
+    int32_t blens[NB], ntok = 0;
+    for (int s = 0; s < NB; s++) {
+        blens[s] = 17 + s % 8;
+        for (int p = 0; p < blens[s]; p++) bids[ntok++] = (s * 7 + p * 3) % V;
+    }
+    static float bprobs[3][NB * K];
     int ran[3] = {0, 0, 0};
     for (int kern = 1; kern <= 3; kern++) {
         sp_model *m = NULL;
@@ -71,6 +80,7 @@ int main(void) {
         if (st != SP_OK) { fprintf(stderr, "create: %s\n", sp_status_message(st)); return 1; }
         double tm[5] = {0}; /* ABI 2: linear, attention, row-wise, other, total */
         if ((st = sp_forward(m, ids, lens, 3, 2, probs[kern - 1], tm)) != SP_OK) { fprintf(stderr, "forward: %s\n", sp_status_message(st)); return 1; }
+        if ((st = sp_forward(m, bids, blens, NB, 2, bprobs[kern - 1], NULL)) != SP_OK) { fprintf(stderr, "batch forward: %s\n", sp_status_message(st)); return 1; }
         int32_t bad_ids[] = {1, V};
         int32_t one[] = {2};
         if (sp_forward(m, bad_ids, one, 1, 1, probs[kern - 1], NULL) != SP_ERR_INDEX) return 2;
@@ -84,6 +94,9 @@ int main(void) {
         for (int k = 1; k < 3; k++) /* only the kernels that ran: nothing is copied in for a missing one */
             if (ran[k] && !(probs[0][i] == probs[k][i])) { fprintf(stderr, "kernel %d differs from scalar at %d\n", k + 1, i); return 4; }
     }
+    for (int i = 0; i < NB * K; i++)
+        for (int k = 1; k < 3; k++)
+            if (ran[k] && !(bprobs[0][i] == bprobs[k][i])) { fprintf(stderr, "kernel %d differs from scalar on the batch at %d\n", k + 1, i); return 4; }
     /* a corrupt block index must be refused, not read */
     layers[0].query.col_idx = bufs[0][0].col;
     bufs[0][0].col[0] = 60000;
