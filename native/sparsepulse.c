@@ -411,6 +411,26 @@ static void prep_rows(float *x, const float *r, const float *gamma, const float 
     }
 }
 
+/* Token embedding row: hr = word[id] * scale[id] + position[p] + token_type[0]. */
+static void embed_row(const sp_model *m, int32_t id, int32_t p, float *hr) {
+    const int32_t C = m->cfg.hidden;
+    const int8_t *wr = m->word + (size_t)id * C;
+    const float ws = m->word_scale[id];
+    const float *pr = m->position + (size_t)p * C;
+    for (int32_t c = 0; c < C; c++) hr[c] = (float)wr[c] * ws + pr[c] + m->token_type[c];
+}
+
+#if SP_X86
+/* One SIMD kernel call on the packed tile(s) at tp (scales sp), rows o0 .. o1-1, tokens t0 .. t0+n-1:
+ * both tiles at once (lin_tile2_vnni) when two and n > SP_TILE. */
+static void lin_call(const sp_lin *L, int isa, int two, const uint8_t *tp, const float *sp, int32_t o0, int32_t o1, int32_t t0, int32_t n,
+                     int gelu, float *y) {
+    if (two && n > SP_TILE) lin_tile2_vnni(L, tp, sp, o0, o1, t0, n, gelu, y);
+    else if (isa == SP_ISA_VNNI) lin_tile_vnni(L, tp, sp, o0, o1, t0, n, gelu, y);
+    else lin_tile_avx2(L, tp, sp, o0, o1, t0, n, gelu, y);
+}
+#endif
+
 /* y: (N, out) = linear(xq), GELU(linear(xq)) when gelu (the same per-element arithmetic as
  * gelu_inplace, applied in the kernels' epilogue); xp: packed tiles and xsp: (tiles * SP_TILE)
  * scales for the SIMD paths. */
@@ -430,11 +450,7 @@ static void run_linear(const sp_lin *L, const int8_t *xq, const float *xs, const
             int32_t i = w / chunks * per, c = w % chunks;
             int32_t o0 = c * chunk, o1 = o0 + chunk < L->out ? o0 + chunk : L->out;
             int32_t t0 = i * SP_TILE, n = N - t0 < per * SP_TILE ? N - t0 : per * SP_TILE;
-            if (per == 2 && n > SP_TILE)
-                lin_tile2_vnni(L, xp + (size_t)i * L->in * SP_TILE, xsp + (size_t)i * SP_TILE, o0, o1, t0, n, gelu, y);
-            else if (isa == SP_ISA_VNNI)
-                lin_tile_vnni(L, xp + (size_t)i * L->in * SP_TILE, xsp + (size_t)i * SP_TILE, o0, o1, t0, n, gelu, y);
-            else lin_tile_avx2(L, xp + (size_t)i * L->in * SP_TILE, xsp + (size_t)i * SP_TILE, o0, o1, t0, n, gelu, y);
+            lin_call(L, isa, per == 2, xp + (size_t)i * L->in * SP_TILE, xsp + (size_t)i * SP_TILE, o0, o1, t0, n, gelu, y);
         }
         return;
     }
@@ -454,19 +470,10 @@ static void run_linear(const sp_lin *L, const int8_t *xq, const float *xs, const
 static void linear_unit(const sp_lin *L, const uint8_t *xpu, const float *xs, int32_t N, int isa, int gelu, float *y, int32_t u) {
     const int32_t tiles = (N + SP_TILE - 1) / SP_TILE, i1 = 2 * u + 2 < tiles ? 2 * u + 2 : tiles;
     const int two = isa == SP_ISA_VNNI && L->in <= 512;
-    for (int32_t i = 2 * u; i < i1;) {
-        const int32_t t0 = i * SP_TILE, left = N - t0;
-        const uint8_t *tp = xpu + (size_t)(i - 2 * u) * L->in * SP_TILE;
-        const float *sp = xs + (size_t)i * SP_TILE;
-        if (two && i + 1 < i1) {
-            lin_tile2_vnni(L, tp, sp, 0, L->out, t0, left < 2 * SP_TILE ? left : 2 * SP_TILE, gelu, y);
-            i += 2;
-            continue;
-        }
-        const int32_t n = left < SP_TILE ? left : SP_TILE;
-        if (isa == SP_ISA_VNNI) lin_tile_vnni(L, tp, sp, 0, L->out, t0, n, gelu, y);
-        else lin_tile_avx2(L, tp, sp, 0, L->out, t0, n, gelu, y);
-        i++;
+    for (int32_t i = 2 * u; i < i1;) { /* a second tile of the unit exists only with tokens in it */
+        const int32_t t0 = i * SP_TILE, cap = (two ? 2 : 1) * SP_TILE, n = N - t0 < cap ? N - t0 : cap;
+        lin_call(L, isa, two, xpu + (size_t)(i - 2 * u) * L->in * SP_TILE, xs + (size_t)i * SP_TILE, 0, L->out, t0, n, gelu, y);
+        i += n > SP_TILE ? 2 : 1;
     }
 }
 #endif
@@ -639,14 +646,7 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
 #pragma omp for schedule(static) nowait
             for (int32_t u = 0; u < units; u++) {
                 const int32_t g0 = 8 * u, g1 = 8 * u + 8 < G ? 8 * u + 8 : G, t1 = 64 * u + 64 < N ? 64 * u + 64 : N;
-                for (int32_t t = 64 * u; t < t1; t++) { /* embeddings: h = word[id] * scale[id] + position[p] + token_type[0] */
-                    const int32_t id = ids[t];
-                    const int8_t *wr = m->word + (size_t)id * C;
-                    const float ws = m->word_scale[id];
-                    const float *pr = m->position + (size_t)pos[t] * C;
-                    float *hr = h + (size_t)t * C;
-                    for (int32_t c = 0; c < C; c++) hr[c] = (float)wr[c] * ws + pr[c] + m->token_type[c];
-                }
+                for (int32_t t = 64 * u; t < t1; t++) embed_row(m, ids[t], pos[t], h + (size_t)t * C);
                 a = SP_NOW();
                 uint8_t *xpu = xp + (size_t)u * ustride;
                 prep_groups(h, NULL, m->emb_g, m->emb_b, eps, h, 1, N, C, xq, W, xs, xpu, 64 * u, g0, g1);
@@ -702,14 +702,7 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
         /* embeddings: h = LN(word[id] * scale[id] + position[p] + token_type[0]) */
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (int32_t s = 0; s < n_seqs; s++)
-            for (int32_t p = 0; p < lengths[s]; p++) {
-                const int32_t t = off[s] + p, id = ids[t];
-                const int8_t *wr = m->word + (size_t)id * C;
-                const float ws = m->word_scale[id];
-                const float *pr = m->position + (size_t)p * C;
-                float *hr = h + (size_t)t * C;
-                for (int32_t c = 0; c < C; c++) hr[c] = (float)wr[c] * ws + pr[c] + m->token_type[c];
-            }
+            for (int32_t p = 0; p < lengths[s]; p++) embed_row(m, ids[off[s] + p], p, h + (size_t)(off[s] + p) * C);
         const float eps = cfg->layer_norm_eps;
         double tp = SP_NOW();
         prep_rows(h, NULL, m->emb_g, m->emb_b, eps, h, 1, N, C, xq, xs, xp, isa, nt);
