@@ -83,9 +83,14 @@ SP_AVX2 static float quantize_row_avx2(const float *x, int32_t C, int8_t *q) {
 }
 #endif
 
-/* Scalar reference. xq: (T, in), xs: (T), y: (T, out); rows o0 .. o1-1 of tokens t0 .. t1-1. */
+/* Where output row o of token t goes: y in L->hd's layout for N tokens (sp_lin). */
+static inline float *lin_out(const sp_lin *L, float *y, int32_t N, int32_t t, int32_t o) {
+    return y + (size_t)(o / L->hd) * N * L->hd + (size_t)t * L->hd + o % L->hd;
+}
+
+/* Scalar reference. xq: (T, in), xs: (T), y: N tokens in L->hd's layout; rows o0 .. o1-1 of tokens t0 .. t1-1. */
 static void lin_scalar(const sp_lin *L, const int8_t *xq, const float *xs, int32_t t0, int32_t t1, int32_t o0, int32_t o1,
-                       int gelu, float *y) {
+                       int gelu, float *y, int32_t N) {
     for (int32_t t = t0; t < t1; t++) {
         const int8_t *x = xq + (size_t)t * L->in;
         for (int32_t o = o0; o < o1; o++) {
@@ -95,9 +100,10 @@ static void lin_scalar(const sp_lin *L, const int8_t *xq, const float *xs, int32
                 const int8_t *xx = x + (size_t)L->col_idx[b] * 4;
                 acc += w[0] * xx[0] + w[1] * xx[1] + w[2] * xx[2] + w[3] * xx[3];
             }
-            y[(size_t)t * L->out + o] = xs[t] * L->scale[o] * (float)acc + L->bias[o];
+            float *yo = lin_out(L, y, N, t, o);
+            *yo = xs[t] * L->scale[o] * (float)acc + L->bias[o];
+            if (gelu) gelu_inplace_ref(yo, 1);
         }
-        if (gelu) gelu_inplace_ref(y + (size_t)t * L->out + o0, (size_t)(o1 - o0));
     }
 }
 
@@ -109,7 +115,7 @@ SP_AVX2 static inline void gelu_rows8(__m256 res[SP_TILE / 8][8], int32_t ng) {
         for (int32_t m = 0; m < SP_TILE / 8; m++) res[m][r] = sp_gelu8(res[m][r]);
 }
 
-/* res[m][r]: rows r = 0..7 (ng valid) of tokens 8m .. 8m+7 -> y (token-major, row stride ld):
+/* res[m][r]: rows r = 0..7 (ng valid) of tokens 8m .. 8m+7 -> y (token j's 8 rows at y + j * ld):
  * transposed in registers, then one 8-float store per token. */
 SP_AVX2 static inline void store_rows8(__m256 res[SP_TILE / 8][8], int32_t nt, int32_t ng, float *y, int32_t ld) {
     for (int32_t m = 0; m < SP_TILE / 8; m++) transpose8(res[m]); /* res[m][j] = token 8m+j */
@@ -126,26 +132,42 @@ SP_AVX2 static inline void store_rows8(__m256 res[SP_TILE / 8][8], int32_t nt, i
     }
 }
 
-/* AVX2, exact: the tile's unsigned bytes (activation + 128, 0..254) times the signed weights by
- * vpmaddubsw, which adds each pair of products into int16 with saturation; the rows used here
- * (row_ptr2 / col2 / w2, copy_linear) hold every block with |w0|+|w1| <= 128 and |w2|+|w3| <= 128,
- * so a pair sum is at most 255 * 128 = 32,640 and never saturates (a block with a larger pair was
- * split into two that sum to it). vpmaddwd by 1 adds the two pairs into int32 per token; minus
- * 128 * sum(w), that is exactly the integer sum of the other kernels (|acc| < 2^31 as for VNNI).
- * One tile: SP_TILE tokens t0 .. t0+nt-1, rows o0 .. o1-1; per (split) 4-block: one 32-bit weight
- * broadcast and SP_TILE/8 loads, vpmaddubsw and vpmaddwd (half the tile bytes and, measured in a C
- * micro-benchmark, 5-45% faster than int16 activations with vpmaddwd, whose 96 KB tiles of 1,536
- * inputs left L1 even with the ~16% more blocks the split costs).
+/* The output lines rows og .. og+15 of tokens t0 .. t0+nt-1 will be stored to (hd a multiple of 8,
+ * so 16 rows from a multiple of 16 are one 64-byte line per token), fetched into L1 while the
+ * current 8 rows are computed: the 8-float stores of store_rows8 then hit lines already present
+ * (measured: without it, the stores took ~9% of the AVX2 linears' time). */
+SP_AVX2 static inline void prefetch_out16(const sp_lin *L, float *y, int32_t N, int32_t t0, int32_t nt, int32_t og) {
+    const float *p = lin_out(L, y, N, t0, og);
+    for (int32_t j = 0; j < nt; j++, p += L->hd) _mm_prefetch((const char *)p, _MM_HINT_T0);
+}
+
+/* AVX2, exact. vpmaddubsw multiplies unsigned by signed bytes and adds each pair of products into
+ * int16 *with saturation*; vpmaddwd by 1 then adds a token's two pairs into its int32 lane.
+ * Plain blocks (|w0|+|w1| <= 128 and |w2|+|w3| <= 128; the first of each row, copy_linear): the
+ * tile's unsigned bytes (activation + 128, 1..255) times the signed weights, a pair sum at most
+ * 255 * 128 = 32,640, never saturated; minus 128 * the plain blocks' weight sum (wsum_plain).
+ * Wide blocks (a larger pair; 20-22% of the shipped model's): |w| (unsigned) times the activation
+ * itself (tile byte ^ 0x80, -127..127) with w's sign (vpsignb), a pair sum at most 2 * 127 * 127 =
+ * 32,258, never saturated. The sum is exactly the integer sum of the other kernels (|acc| < 2^31
+ * as for VNNI). Per block: one 32-bit weight broadcast and SP_TILE/8 loads, vpmaddubsw and
+ * vpmaddwd, plus a vpxor and a vpsignb per load for a wide block (a wide block used to be split
+ * into two plain ones, (w >> 1) + (w - (w >> 1)): twice the multiplies; C micro-benchmark 1-5%
+ * slower than this). Half the tile bytes of int16 activations with vpmaddwd (measured 5-45%
+ * slower: their 96 KB tiles of 1,536 inputs left L1).
+ * One tile: SP_TILE tokens t0 .. t0+nt-1, rows o0 .. o1-1.
  * xp: the scatter_row layout (64-byte aligned); xs: (SP_TILE) scales (0 for padding);
- * y: (T, out) row-major, written directly (8 rows at a time, transposed in registers). */
+ * y: N tokens in L->hd's layout (lin_out; hd a multiple of 8), written directly (8 rows at a time,
+ * transposed in registers: one 8-float store per token). */
 #define SP_OCT (SP_TILE / 8) /* groups of 8 tokens */
 SP_AVX2 static void lin_tile_avx2(const sp_lin *L, const uint8_t *xp, const float *xs, int32_t o0, int32_t o1, int32_t t0, int32_t nt,
-                                  int gelu, float *y) {
+                                  int gelu, float *y, int32_t N) {
     __m256 s8[SP_OCT];
     for (int32_t m = 0; m < SP_OCT; m++) s8[m] = _mm256_loadu_ps(xs + 8 * m);
-    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8((char)0x80);
+    const int32_t *w32 = (const int32_t *)L->w8;
     for (int32_t og = o0; og < o1; og += 8) {
         const int32_t ng = o1 - og < 8 ? o1 - og : 8;
+        if (og % 16 == 0 && og + 16 < o1) prefetch_out16(L, y, N, t0, nt, og + 16);
         __m256 res[SP_OCT][8];
         for (int32_t r = 0; r < 8; r++) {
             if (r >= ng) {
@@ -155,20 +177,28 @@ SP_AVX2 static void lin_tile_avx2(const sp_lin *L, const uint8_t *xp, const floa
             const int32_t o = og + r;
             __m256i a[SP_OCT];
             for (int32_t m = 0; m < SP_OCT; m++) a[m] = _mm256_setzero_si256();
-            const int32_t end = L->row_ptr2[o + 1];
-            for (int32_t b = L->row_ptr2[o]; b < end; b++) {
-                const __m256i w = _mm256_set1_epi32(L->w2[b]);
-                const __m256i *p = (const __m256i *)(xp + (size_t)L->col2[b] * (SP_TILE * 4));
+            const int32_t mid = L->row_mid[o], end = L->row_ptr[o + 1];
+            for (int32_t b = L->row_ptr[o]; b < mid; b++) {
+                const __m256i w = _mm256_set1_epi32(w32[b]);
+                const __m256i *p = (const __m256i *)(xp + (size_t)L->col_idx[b] * (SP_TILE * 4));
                 for (int32_t m = 0; m < SP_OCT; m++)
                     a[m] = _mm256_add_epi32(a[m], _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_load_si256(p + m), w), ones));
             }
-            const __m256i corr = _mm256_set1_epi32(128 * L->wsum[o]);
+            for (int32_t b = mid; b < end; b++) {
+                const __m256i w = _mm256_set1_epi32(w32[b]), wa = _mm256_abs_epi8(w);
+                const __m256i *p = (const __m256i *)(xp + (size_t)L->col_idx[b] * (SP_TILE * 4));
+                for (int32_t m = 0; m < SP_OCT; m++) {
+                    const __m256i x = _mm256_sign_epi8(_mm256_xor_si256(_mm256_load_si256(p + m), flip), w);
+                    a[m] = _mm256_add_epi32(a[m], _mm256_madd_epi16(_mm256_maddubs_epi16(wa, x), ones));
+                }
+            }
+            const __m256i corr = _mm256_set1_epi32(128 * L->wsum_plain[o]);
             const __m256 sc = _mm256_set1_ps(L->scale[o]), bi = _mm256_set1_ps(L->bias[o]);
             for (int32_t m = 0; m < SP_OCT; m++)
                 res[m][r] = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(s8[m], sc), _mm256_cvtepi32_ps(_mm256_sub_epi32(a[m], corr))), bi);
         }
         if (gelu) gelu_rows8(res, ng);
-        store_rows8(res, nt, ng, y + (size_t)t0 * L->out + og, L->out);
+        store_rows8(res, nt, ng, lin_out(L, y, N, t0, og), L->hd);
     }
 }
 /* AVX-512 VNNI, exact: vpdpbusd multiplies unsigned bytes (activation + 128, 0..254) by signed
@@ -185,13 +215,15 @@ SP_AVX2 static void lin_tile_avx2(const sp_lin *L, const uint8_t *xp, const floa
  * which halves the per-row cost of the loop exit and the index arithmetic (measured 5-20% faster
  * where both tiles fit in L1). Same arithmetic per token either way. */
 SP_AVX512 static inline __attribute__((always_inline)) void lin_tiles_vnni(const sp_lin *L, const uint8_t *xp, const float *xs, int32_t o0,
-                                                                         int32_t o1, int32_t t0, int32_t nt, int gelu, float *y, const int NT) {
+                                                                         int32_t o1, int32_t t0, int32_t nt, int gelu, float *y, int32_t N,
+                                                                         const int NT) {
     const size_t tstride = (size_t)L->in * SP_TILE; /* bytes per packed tile */
     __m256 s8[2 * SP_OCT];
     for (int32_t m = 0; m < NT * SP_OCT; m++) s8[m] = _mm256_loadu_ps(xs + 8 * m);
     const int32_t *w32 = (const int32_t *)L->w8;
     for (int32_t og = o0; og < o1; og += 8) {
         const int32_t ng = o1 - og < 8 ? o1 - og : 8;
+        if (og % 16 == 0 && og + 16 < o1) prefetch_out16(L, y, N, t0, nt, og + 16);
         __m256 res[2][SP_OCT][8];
         for (int32_t r = 0; r < 8; r++) {
             if (r >= ng) {
@@ -222,20 +254,20 @@ SP_AVX512 static inline __attribute__((always_inline)) void lin_tiles_vnni(const
         }
         for (int k = 0; k < NT; k++) {
             if (gelu) gelu_rows8(res[k], ng);
-            store_rows8(res[k], k + 1 < NT ? SP_TILE : nt - k * SP_TILE, ng, y + (size_t)(t0 + k * SP_TILE) * L->out + og, L->out);
+            store_rows8(res[k], k + 1 < NT ? SP_TILE : nt - k * SP_TILE, ng, lin_out(L, y, N, t0 + k * SP_TILE, og), L->hd);
         }
     }
 }
 
 SP_AVX512 static void lin_tile_vnni(const sp_lin *L, const uint8_t *xp, const float *xs, int32_t o0, int32_t o1, int32_t t0, int32_t nt,
-                                   int gelu, float *y) {
-    lin_tiles_vnni(L, xp, xs, o0, o1, t0, nt, gelu, y, 1);
+                                   int gelu, float *y, int32_t N) {
+    lin_tiles_vnni(L, xp, xs, o0, o1, t0, nt, gelu, y, N, 1);
 }
 
 /* lin_tile_vnni over two consecutive tiles at once (32 < nt <= 64). */
 SP_AVX512 static void lin_tile2_vnni(const sp_lin *L, const uint8_t *xp, const float *xs, int32_t o0, int32_t o1, int32_t t0, int32_t nt,
-                                    int gelu, float *y) {
-    lin_tiles_vnni(L, xp, xs, o0, o1, t0, nt, gelu, y, 2);
+                                    int gelu, float *y, int32_t N) {
+    lin_tiles_vnni(L, xp, xs, o0, o1, t0, nt, gelu, y, N, 2);
 }
 #endif
 

@@ -85,10 +85,10 @@ SP_AVX2 static inline void transpose8(__m256 r[8]) {
 
 /* attention_seq (ops_impl.h) vectorised, the same operations per lane: scores of two queries
  * against 32 keys at a time (the transposed keys loaded once for both), FMA chains over d; the
- * row maximum over 8 lanes (padding set to -inf); exp over 8 lanes, padding zeroed, the sum in
+ * row maximum over 8 lanes (padding lanes excluded in registers); exp over 8 lanes, padding zeroed, the sum in
  * the sp_sum8 order (lane j % 8, lanes combined pairwise); the context of two queries at once
  * (each value of V loaded once for both), FMA chains over j, then the 1 / sum factor.
- * Requires D % 8 == 0. scratch: (T * Tp + D * Tp) floats, Tp = SP_PAD8(T). */
+ * Requires D % 8 == 0. scratch: (T * Tp + D * Tp + T) floats, Tp = SP_PAD8(T). */
 SP_AVX2 static inline void sp_scores(const float *const qs[2], int32_t nq, const float *kt, int32_t D, int32_t Tp, float scale,
                                      float *const ps[2]) {
     for (int32_t j0 = 0; j0 < Tp; j0 += 32) {
@@ -113,58 +113,66 @@ SP_AVX2 static inline void sp_scores(const float *const qs[2], int32_t nq, const
     }
 }
 
-/* Row i of the scores -> unnormalised softmax weights in place (padding 0); returns 1 / sum. */
+/* Row i of the scores -> unnormalised softmax weights in place (padding 0); returns 1 / sum.
+ * Both reductions stay in registers: the maximum over the real lanes (the last chunk's padding
+ * lanes blended to -inf), and the sum in the sp_sum8 order -- lane j % 8 accumulated chunk by
+ * chunk, then ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)), which the two in-lane shuffles
+ * and the cross-lane add form exactly (float addition is commutative). */
 SP_AVX2 static inline float sp_softmax_row(float *pi, int32_t T, int32_t Tp) {
-    for (int32_t j = T; j < Tp; j++) pi[j] = -INFINITY;
-    __m256 m8 = _mm256_loadu_ps(pi);
-    for (int32_t j0 = 8; j0 < Tp; j0 += 8) m8 = _mm256_max_ps(m8, _mm256_loadu_ps(pi + j0));
-    float mb[8];
-    _mm256_storeu_ps(mb, m8);
-    float mx = mb[0];
-    for (int k = 1; k < 8; k++) mx = mb[k] > mx ? mb[k] : mx;
-    const __m256 vmx = _mm256_set1_ps(mx);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 last = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(T - (Tp - 8)), lane)); /* real lanes */
+    __m256 m8 = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), _mm256_loadu_ps(pi + Tp - 8), last);
+    for (int32_t j0 = 0; j0 < Tp - 8; j0 += 8) m8 = _mm256_max_ps(m8, _mm256_loadu_ps(pi + j0));
+    m8 = _mm256_max_ps(m8, _mm256_permute2f128_ps(m8, m8, 1));
+    m8 = _mm256_max_ps(m8, _mm256_shuffle_ps(m8, m8, _MM_SHUFFLE(1, 0, 3, 2)));
+    const __m256 vmx = _mm256_max_ps(m8, _mm256_shuffle_ps(m8, m8, _MM_SHUFFLE(2, 3, 0, 1)));
     __m256 s8 = _mm256_setzero_ps();
     for (int32_t j0 = 0; j0 < Tp; j0 += 8) {
         __m256 e = sp_exp8(_mm256_sub_ps(_mm256_loadu_ps(pi + j0), vmx));
-        if (j0 + 8 > T) /* the last chunk: padding lanes to exactly 0 */
-            e = _mm256_and_ps(e, _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(T - j0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))));
+        if (j0 + 8 == Tp) e = _mm256_and_ps(e, last); /* padding lanes to exactly 0 */
         _mm256_storeu_ps(pi + j0, e);
         s8 = _mm256_add_ps(s8, e);
     }
-    float a[8];
-    _mm256_storeu_ps(a, s8);
-    return 1.f / (((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])));
+    s8 = _mm256_add_ps(s8, _mm256_shuffle_ps(s8, s8, _MM_SHUFFLE(2, 3, 0, 1)));
+    s8 = _mm256_add_ps(s8, _mm256_shuffle_ps(s8, s8, _MM_SHUFFLE(1, 0, 3, 2)));
+    s8 = _mm256_add_ps(s8, _mm256_permute2f128_ps(s8, s8, 1));
+    return 1.f / _mm256_cvtss_f32(s8);
 }
 
-SP_AVX2 static void attention_seq_avx2(const float *q, const float *k, const float *v, int32_t T, int32_t C, int32_t H,
-                                       int32_t h0, int32_t h1, float *ctx, float *scratch) {
+/* One head at a time: K transposed, every query's scores, every row's softmax (independent rows
+ * back to back, so that their exp chains overlap), then the context two queries at a time. */
+SP_AVX2 static void attention_seq_avx2(const float *q, const float *k, const float *v, size_t hs, size_t ld, int32_t T, int32_t C,
+                                       int32_t H, int32_t h0, int32_t h1, float *ctx, float *scratch) {
     const int32_t D = C / H, Tp = SP_PAD8(T);
     const float scale = 1.f / sqrtf((float)D);
-    float *p = scratch;                   /* (T, Tp) */
-    float *kt = scratch + (size_t)T * Tp; /* (D, Tp): K of this head transposed, zero padded */
+    float *p = scratch;                     /* (T, Tp) */
+    float *kt = scratch + (size_t)T * Tp;   /* (D, Tp): K of this head transposed, zero padded */
+    float *inv = kt + (size_t)D * Tp;       /* (T): 1 / each row's sum */
     for (int32_t h = h0; h < h1; h++) {
         /* K of this head transposed: 8x8 blocks through registers, the last keys (T % 8) by hand */
         const int32_t T8 = T / 8 * 8;
         for (int32_t j0 = 0; j0 < T8; j0 += 8)
             for (int32_t d0 = 0; d0 < D; d0 += 8) {
                 __m256 r8[8];
-                for (int32_t r = 0; r < 8; r++) r8[r] = _mm256_loadu_ps(k + (size_t)(j0 + r) * C + h * D + d0);
+                for (int32_t r = 0; r < 8; r++) r8[r] = _mm256_loadu_ps(k + h * hs + (size_t)(j0 + r) * ld + d0);
                 transpose8(r8);
                 for (int32_t r = 0; r < 8; r++) _mm256_storeu_ps(kt + (size_t)(d0 + r) * Tp + j0, r8[r]);
             }
         for (int32_t d = 0; d < D; d++) {
             float *row = kt + (size_t)d * Tp;
-            for (int32_t j = T8; j < T; j++) row[j] = k[(size_t)j * C + h * D + d];
+            for (int32_t j = T8; j < T; j++) row[j] = k[h * hs + (size_t)j * ld + d];
             for (int32_t j = T; j < Tp; j++) row[j] = 0.f;
         }
         for (int32_t i = 0; i < T; i += 2) {
             const int32_t nq = T - i < 2 ? T - i : 2;
-            const float *qs[2] = {q + (size_t)i * C + h * D, q + (size_t)(i + nq - 1) * C + h * D};
+            const float *qs[2] = {q + h * hs + (size_t)i * ld, q + h * hs + (size_t)(i + nq - 1) * ld};
             float *const ps[2] = {p + (size_t)i * Tp, p + (size_t)(i + nq - 1) * Tp};
             sp_scores(qs, nq, kt, D, Tp, scale, ps);
-            float inv[2];
-            for (int32_t r = 0; r < nq; r++) inv[r] = sp_softmax_row(ps[r], T, Tp);
-            const float *p0 = ps[0], *p1 = ps[nq - 1];
+        }
+        for (int32_t i = 0; i < T; i++) inv[i] = sp_softmax_row(p + (size_t)i * Tp, T, Tp);
+        for (int32_t i = 0; i < T; i += 2) {
+            const int32_t nq = T - i < 2 ? T - i : 2;
+            const float *p0 = p + (size_t)i * Tp, *p1 = p + (size_t)(i + nq - 1) * Tp;
             for (int32_t d0 = 0; d0 < D; d0 += 32) {
                 const int32_t nc = (D - d0) / 8 < 4 ? (D - d0) / 8 : 4;
                 __m256 a[2][4];
@@ -172,7 +180,7 @@ SP_AVX2 static void attention_seq_avx2(const float *q, const float *k, const flo
                     for (int32_t c = 0; c < 4; c++) a[r][c] = _mm256_setzero_ps();
                 for (int32_t j = 0; j < T; j++) {
                     const __m256 w0 = _mm256_set1_ps(p0[j]), w1 = _mm256_set1_ps(p1[j]);
-                    const float *vj = v + (size_t)j * C + h * D + d0;
+                    const float *vj = v + h * hs + (size_t)j * ld + d0;
                     for (int32_t c = 0; c < 4; c++) {
                         if (c >= nc) break;
                         const __m256 vv = _mm256_loadu_ps(vj + 8 * c);
@@ -182,7 +190,7 @@ SP_AVX2 static void attention_seq_avx2(const float *q, const float *k, const flo
                 }
                 for (int32_t r = 0; r < nq; r++) {
                     float *ci = ctx + (size_t)(i + r) * C + h * D + d0;
-                    const __m256 vi = _mm256_set1_ps(inv[r]);
+                    const __m256 vi = _mm256_set1_ps(inv[i + r]);
                     for (int32_t c = 0; c < nc; c++) _mm256_storeu_ps(ci + 8 * c, _mm256_mul_ps(a[r][c], vi));
                 }
             }

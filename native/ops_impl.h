@@ -106,24 +106,25 @@ SP_OPS_ATTR static void SP_FN(gelu_inplace)(float *x, size_t n) {
 }
 
 /* Scaled dot-product attention of one sequence, heads h0 .. h1-1.
- * q, k, v: (T, C) rows of this sequence (head h = columns h*D .. h*D+D-1); ctx: (T, C) out.
+ * q, k, v: element d of head h of the sequence's token j at [h * hs + j * ld + d] (token-major
+ * rows: hs = D, ld = C; head-major (sp_lin.hd): hs = N * D, ld = D); ctx: (T, C) out, token-major.
  * scratch: (T * T + D * T) floats. The arithmetic that ops_avx2.h reproduces lane by lane: a score
  * is an FMA chain over d (q scaled first); softmax subtracts the row's maximum, exponentiates and
  * sums in the sp_sum8 order; a context value is an FMA chain over j of the unnormalised weights,
  * multiplied by 1 / sum at the end. */
-SP_OPS_ATTR static void SP_FN(attention_seq)(const float *q, const float *k, const float *v, int32_t T, int32_t C, int32_t H,
-                                             int32_t h0, int32_t h1, float *ctx, float *scratch) {
+SP_OPS_ATTR static void SP_FN(attention_seq)(const float *q, const float *k, const float *v, size_t hs, size_t ld, int32_t T, int32_t C,
+                                             int32_t H, int32_t h0, int32_t h1, float *ctx, float *scratch) {
     const int32_t D = C / H;
     const float scale = 1.f / sqrtf((float)D);
     float *p = scratch;          /* (T, T) */
     float *kt = scratch + (size_t)T * T; /* (D, T): K of this head transposed */
     for (int32_t h = h0; h < h1; h++) {
         for (int32_t j = 0; j < T; j++)
-            for (int32_t d = 0; d < D; d++) kt[(size_t)d * T + j] = k[(size_t)j * C + h * D + d];
+            for (int32_t d = 0; d < D; d++) kt[(size_t)d * T + j] = k[h * hs + (size_t)j * ld + d];
         for (int32_t i = 0; i < T; i++) {
             float *pi = p + (size_t)i * T;
             for (int32_t j = 0; j < T; j++) pi[j] = 0.f;
-            const float *qi = q + (size_t)i * C + h * D;
+            const float *qi = q + h * hs + (size_t)i * ld;
             for (int32_t d = 0; d < D; d++) {
                 const float qd = qi[d] * scale;
                 const float *kd = kt + (size_t)d * T;
@@ -136,7 +137,7 @@ SP_OPS_ATTR static void SP_FN(attention_seq)(const float *q, const float *k, con
             float *ci = ctx + (size_t)i * C + h * D;
             for (int32_t d = 0; d < D; d++) ci[d] = 0.f;
             for (int32_t j = 0; j < T; j++) {
-                const float *vj = v + (size_t)j * C + h * D;
+                const float *vj = v + h * hs + (size_t)j * ld;
                 for (int32_t d = 0; d < D; d++) ci[d] = fmaf(pi[j], vj[d], ci[d]);
             }
             for (int32_t d = 0; d < D; d++) ci[d] *= inv;

@@ -26,19 +26,20 @@ enum { SP_ISA_SCALAR = 0, SP_ISA_AVX2 = 1, SP_ISA_VNNI = 2 };
 #define SP_AVX2
 #endif
 
-/* A linear layer in the handle's own memory: the 4-block CSR as given (scalar and VNNI kernels)
- * and, for the AVX2 kernel, the same rows with every block whose vpmaddubsw pair sums could
- * saturate split in two (kernels.h, lin_tile_avx2). */
+/* A linear layer in the handle's own memory: the 4-block CSR, each row's blocks reordered so that
+ * those whose vpmaddubsw pair sums could saturate int16 ("wide" blocks: |w0|+|w1| or |w2|+|w3| >
+ * 128) come last, from row_mid on (the AVX2 kernel multiplies them another way, kernels.h; the
+ * integer sums of the other kernels do not depend on the order). */
 typedef struct {
     int32_t out, in, nnz;
+    int32_t hd; /* output layout: out / hd blocks of (N, hd) one after another -- hd = out is token-major
+                 * (N, out); q, k and v take hd = head size (head-major, each head's (N, D) contiguous) */
     int32_t *row_ptr;  /* (out + 1) */
+    int32_t *row_mid;  /* (out): row o's wide blocks are row_mid[o] .. row_ptr[o+1]-1 */
     uint16_t *col_idx; /* (nnz) */
-    int8_t *w8;        /* (nnz, 4) as given (scalar and AVX-512 VNNI kernels) */
+    int8_t *w8;        /* (nnz, 4), 64-byte aligned (loaded 4 at a time as int32 by the SIMD kernels) */
     int32_t *wsum;     /* (out): sum of each row's weights (the VNNI kernel's +128 offset correction) */
-    int32_t *row_ptr2; /* (out + 1): the AVX2 kernel's rows ... */
-    uint16_t *col2;    /* (nnz2) */
-    int32_t *w2;       /* (nnz2): 4 int8 weights per block, |w0|+|w1| <= 128 and |w2|+|w3| <= 128 */
-    int32_t nnz2;
+    int32_t *wsum_plain; /* (out): the same over the row's blocks before row_mid (the AVX2 kernel's) */
     float *scale;      /* (out) */
     float *bias;       /* (out) */
 } sp_lin;

@@ -124,75 +124,62 @@ static sp_status check_linear(const sp_linear *l, int32_t out, int32_t in) {
     return SP_OK;
 }
 
-/* Whether a 4-block needs splitting for the AVX2 kernel: a vpmaddubsw pair sum of activations
- * + 128 (0..255) could leave int16 (255 * 128 = 32,640 is the most a kept pair reaches). */
-static int block_splits(const int8_t *w) {
+/* Whether a 4-block is wide for the AVX2 kernel: a vpmaddubsw pair sum of activations + 128
+ * (0..255) could leave int16 (255 * 128 = 32,640 is the most a plain pair reaches). */
+static int block_wide(const int8_t *w) {
     return abs(w[0]) + abs(w[1]) > 128 || abs(w[2]) + abs(w[3]) > 128;
 }
 
 static sp_status copy_linear(const sp_linear *l, sp_lin *d, int64_t *bytes) {
     d->out = l->out;
+    d->hd = l->out; /* token-major unless the model loader says otherwise */
     d->in = l->in;
     d->nnz = l->nnz_blocks;
     d->row_ptr = sp_alloc(sizeof(int32_t) * (size_t)(l->out + 1));
+    d->row_mid = sp_alloc(sizeof(int32_t) * (size_t)l->out);
     d->col_idx = sp_alloc(sizeof(uint16_t) * (size_t)l->nnz_blocks);
     d->w8 = sp_alloc((size_t)l->nnz_blocks * 4);
-    /* the AVX2 kernel's split rows: a block whose pair |w0|+|w1| or |w2|+|w3| exceeds 128 becomes
-     * (w >> 1) and (w - (w >> 1)) on the same columns (each |.| <= 64): the same sum, exactly */
-    int64_t nnz2 = 0;
-    for (int64_t b = 0; b < l->nnz_blocks; b++) nnz2 += block_splits(l->values + b * 4) ? 2 : 1;
-    d->nnz2 = (int32_t)nnz2;
-    d->row_ptr2 = sp_alloc(sizeof(int32_t) * (size_t)(l->out + 1));
-    d->col2 = sp_alloc(sizeof(uint16_t) * (size_t)nnz2);
-    d->w2 = sp_alloc(sizeof(int32_t) * (size_t)nnz2);
     d->wsum = sp_alloc(sizeof(int32_t) * (size_t)l->out);
+    d->wsum_plain = sp_alloc(sizeof(int32_t) * (size_t)l->out);
     d->scale = sp_alloc(sizeof(float) * (size_t)l->out);
     d->bias = sp_alloc(sizeof(float) * (size_t)l->out);
-    if (!d->row_ptr || !d->col_idx || !d->w8 || !d->row_ptr2 || !d->col2 || !d->w2 || !d->wsum || !d->scale || !d->bias)
+    if (!d->row_ptr || !d->row_mid || !d->col_idx || !d->w8 || !d->wsum || !d->wsum_plain || !d->scale || !d->bias)
         return SP_ERR_NOMEM;
     memcpy(d->row_ptr, l->row_ptr, sizeof(int32_t) * (size_t)(l->out + 1));
-    if (l->nnz_blocks) {
-        memcpy(d->col_idx, l->col_idx, sizeof(uint16_t) * (size_t)l->nnz_blocks);
-        memcpy(d->w8, l->values, (size_t)l->nnz_blocks * 4);
-    }
-    int32_t k = 0;
-    d->row_ptr2[0] = 0;
+    /* each row: its plain blocks in their order, then its wide ones in theirs */
     for (int32_t o = 0; o < l->out; o++) {
-        for (int32_t b = l->row_ptr[o]; b < l->row_ptr[o + 1]; b++) {
-            const int8_t *w = l->values + (size_t)b * 4;
-            int8_t lo[4], hi[4];
-            if (block_splits(w)) {
-                for (int i = 0; i < 4; i++) lo[i] = (int8_t)(w[i] >> 1), hi[i] = (int8_t)(w[i] - lo[i]);
-                d->col2[k] = l->col_idx[b];
-                memcpy(&d->w2[k++], lo, 4);
-                d->col2[k] = l->col_idx[b];
-                memcpy(&d->w2[k++], hi, 4);
-            } else {
-                d->col2[k] = l->col_idx[b];
-                memcpy(&d->w2[k++], w, 4);
+        const int32_t b0 = l->row_ptr[o], b1 = l->row_ptr[o + 1];
+        int32_t k = b0, sum = 0, plain = 0;
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass == 1) d->row_mid[o] = k;
+            for (int32_t b = b0; b < b1; b++) {
+                const int8_t *w = l->values + (size_t)b * 4;
+                const int wide = block_wide(w);
+                if (wide != pass) continue;
+                d->col_idx[k] = l->col_idx[b];
+                memcpy(d->w8 + (size_t)k * 4, w, 4);
+                k++;
+                const int32_t ws = w[0] + w[1] + w[2] + w[3];
+                sum += ws;
+                if (!wide) plain += ws;
             }
         }
-        d->row_ptr2[o + 1] = k;
-    }
-    for (int32_t o = 0; o < l->out; o++) {
-        int32_t sum = 0;
-        for (int64_t i = (int64_t)l->row_ptr[o] * 4; i < (int64_t)l->row_ptr[o + 1] * 4; i++) sum += l->values[i];
         d->wsum[o] = sum;
+        d->wsum_plain[o] = plain;
     }
     memcpy(d->scale, l->scale, sizeof(float) * (size_t)l->out);
     memcpy(d->bias, l->bias, sizeof(float) * (size_t)l->out);
-    *bytes += (int64_t)l->nnz_blocks * (2 + 4) + nnz2 * (2 + 4) + (int64_t)l->out * 20 + 8;
+    *bytes += (int64_t)l->nnz_blocks * (2 + 4) + (int64_t)l->out * 24 + 4;
     return SP_OK;
 }
 
 static void free_linear(sp_lin *d) {
     free(d->row_ptr);
+    free(d->row_mid);
     free(d->col_idx);
     free(d->w8);
-    free(d->row_ptr2);
-    free(d->col2);
-    free(d->w2);
     free(d->wsum);
+    free(d->wsum_plain);
     free(d->scale);
     free(d->bias);
 }
@@ -297,6 +284,10 @@ sp_status sp_model_create(const sp_config *cfg, const sp_weights *w, sp_kernel k
         const sp_layer *ly = &w->layers[i];
         const sp_linear *src[6] = {&ly->query, &ly->key, &ly->value, &ly->attn_out, &ly->ffn_in, &ly->ffn_out};
         for (int j = 0; j < 6 && st == SP_OK; j++) st = copy_linear(src[j], &m->lin[i * 6 + j], &m->bytes);
+        /* q, k and v head-major (each head's (N, D) contiguous: attention_seq reads one head of a
+         * sequence as one block) where a head is whole 8-row groups of the SIMD epilogue */
+        if ((C / cfg->num_heads) % 8 == 0)
+            for (int j = 0; j < 3; j++) m->lin[i * 6 + j].hd = C / cfg->num_heads;
         const float *lnp[4] = {ly->attn_ln_gamma, ly->attn_ln_beta, ly->ffn_ln_gamma, ly->ffn_ln_beta};
         for (int j = 0; j < 4 && st == SP_OK; j++) {
             if (!lnp[j]) st = SP_ERR_ARG;
@@ -345,10 +336,13 @@ SP_AVX2 static void scatter8(const int8_t *qb, size_t ld, int32_t C, int32_t t, 
 
 #if SP_X86
 /* prep_rows' SIMD work on the groups g0 .. g1-1 of 8 tokens, on the calling thread: tokens >= N get
- * zero values and scale; quant == 0: the LayerNorm alone (tokens < N). xq: int8 scratch rows of
- * stride ldq per token; xp: the packed tiles from token tbase on (a multiple of SP_TILE). */
-static void prep_groups(float *x, const float *r, const float *gamma, const float *beta, float eps, float *out, int quant,
-                        int32_t N, int32_t C, int8_t *xq, size_t ldq, float *xs, uint8_t *xp, int32_t tbase, int32_t g0, int32_t g1) {
+ * zero values and scale; quant == 0: the LayerNorm alone (tokens < N). Token t's row of x is at
+ * x + (t - xb) * C, of r at r + (t - rb) * C (a unit's own buffer: xb, rb its first token; else 0).
+ * xq: int8 scratch rows of stride ldq per token; xp: the packed tiles from token tbase on (a
+ * multiple of SP_TILE). */
+static void prep_groups(float *x, int32_t xb, const float *r, int32_t rb, const float *gamma, const float *beta, float eps, float *out,
+                        int quant, int32_t N, int32_t C, int8_t *xq, size_t ldq, float *xs, uint8_t *xp, int32_t tbase, int32_t g0,
+                        int32_t g1) {
     for (int32_t g = g0; g < g1; g++) {
         int8_t *qb = xq + (size_t)g * 8 * ldq;
         for (int32_t k = 0; k < 8; k++) {
@@ -360,10 +354,10 @@ static void prep_groups(float *x, const float *r, const float *gamma, const floa
                 }
                 continue;
             }
-            float *src = x + (size_t)t * C;
+            float *src = x + (size_t)(t - xb) * C;
             if (gamma) {
                 float *o = out + (size_t)t * C;
-                layernorm_add_avx2(src, r ? r + (size_t)t * C : NULL, 1, C, gamma, beta, eps, o);
+                layernorm_add_avx2(src, r ? r + (size_t)(t - rb) * C : NULL, 1, C, gamma, beta, eps, o);
                 src = o;
             }
             if (quant) xs[t] = quantize_row_avx2(src, C, qb + (size_t)k * ldq);
@@ -388,7 +382,7 @@ static void prep_rows(float *x, const float *r, const float *gamma, const float 
          * rows that it wrote itself. xq: (tiles * SP_TILE, C) scratch for the groups' int8 rows. */
         const int32_t units = (N + SP_TILE - 1) / SP_TILE * (SP_TILE / 16);
 #pragma omp parallel for schedule(static) num_threads(nt)
-        for (int32_t u = 0; u < units; u++) prep_groups(x, r, gamma, beta, eps, out, 1, N, C, xq, (size_t)C, xs, xp, 0, 2 * u, 2 * u + 2);
+        for (int32_t u = 0; u < units; u++) prep_groups(x, 0, r, 0, gamma, beta, eps, out, 1, N, C, xq, (size_t)C, xs, xp, 0, 2 * u, 2 * u + 2);
         return;
     }
 #endif
@@ -424,18 +418,19 @@ static void embed_row(const sp_model *m, int32_t id, int32_t p, float *hr) {
 /* One SIMD kernel call on the packed tile(s) at tp (scales sp), rows o0 .. o1-1, tokens t0 .. t0+n-1:
  * both tiles at once (lin_tile2_vnni) when two and n > SP_TILE. */
 static void lin_call(const sp_lin *L, int isa, int two, const uint8_t *tp, const float *sp, int32_t o0, int32_t o1, int32_t t0, int32_t n,
-                     int gelu, float *y) {
-    if (two && n > SP_TILE) lin_tile2_vnni(L, tp, sp, o0, o1, t0, n, gelu, y);
-    else if (isa == SP_ISA_VNNI) lin_tile_vnni(L, tp, sp, o0, o1, t0, n, gelu, y);
-    else lin_tile_avx2(L, tp, sp, o0, o1, t0, n, gelu, y);
+                     int gelu, float *y, int32_t N) {
+    if (two && n > SP_TILE) lin_tile2_vnni(L, tp, sp, o0, o1, t0, n, gelu, y, N);
+    else if (isa == SP_ISA_VNNI) lin_tile_vnni(L, tp, sp, o0, o1, t0, n, gelu, y, N);
+    else lin_tile_avx2(L, tp, sp, o0, o1, t0, n, gelu, y, N);
 }
 #endif
 
-/* y: (N, out) = linear(xq), GELU(linear(xq)) when gelu (the same per-element arithmetic as
- * gelu_inplace, applied in the kernels' epilogue); xp: packed tiles and xsp: (tiles * SP_TILE)
- * scales for the SIMD paths. */
-static void run_linear(const sp_lin *L, const int8_t *xq, const float *xs, const uint8_t *xp, const float *xsp, int32_t N,
-                       int isa, int nt, int gelu, float *y) {
+/* y[j]: (N, out) = linear j of L[0 .. nl-1] (layers of the same input and width, e.g. q, k and v: one parallel
+ * region for all of them, one barrier instead of nl) on xq, GELU(linear) when gelu (the same
+ * per-element arithmetic as gelu_inplace, applied in the kernels' epilogue); xp: packed tiles and
+ * xsp: (tiles * SP_TILE) scales for the SIMD paths. */
+static void run_linears(const sp_lin *L, int nl, const int8_t *xq, const float *xs, const uint8_t *xp, const float *xsp, int32_t N,
+                        int isa, int nt, int gelu, float *const *y) {
 #if SP_X86
     if (isa >= SP_ISA_AVX2) {
         const int32_t tiles = (N + SP_TILE - 1) / SP_TILE;
@@ -444,13 +439,13 @@ static void run_linear(const sp_lin *L, const int8_t *xq, const float *xs, const
          * stays in L1/L2 while the layer's weights (<= ~300 KB at 80% sparsity) stream from L2.
          * VNNI takes the tiles two at a time (lin_tile2_vnni) when both fit in L1 (in <= 512:
          * <= 32 KB), which measured 5-20% faster there and slower for in = 1536 (L2-bound). */
-        const int32_t per = isa == SP_ISA_VNNI && L->in <= 512 ? 2 : 1, groups = (tiles + per - 1) / per;
+        const int32_t per = isa == SP_ISA_VNNI && L->in <= 512 ? 2 : 1, groups = (tiles + per - 1) / per, items = groups * chunks;
 #pragma omp parallel for schedule(static) num_threads(nt)
-        for (int32_t w = 0; w < groups * chunks; w++) {
-            int32_t i = w / chunks * per, c = w % chunks;
-            int32_t o0 = c * chunk, o1 = o0 + chunk < L->out ? o0 + chunk : L->out;
-            int32_t t0 = i * SP_TILE, n = N - t0 < per * SP_TILE ? N - t0 : per * SP_TILE;
-            lin_call(L, isa, per == 2, xp + (size_t)i * L->in * SP_TILE, xsp + (size_t)i * SP_TILE, o0, o1, t0, n, gelu, y);
+        for (int32_t w = 0; w < nl * items; w++) {
+            const int32_t j = w / items, i = w % items / chunks * per, c = w % chunks;
+            const int32_t o0 = c * chunk, o1 = o0 + chunk < L->out ? o0 + chunk : L->out;
+            const int32_t t0 = i * SP_TILE, n = N - t0 < per * SP_TILE ? N - t0 : per * SP_TILE;
+            lin_call(&L[j], isa, per == 2, xp + (size_t)i * L->in * SP_TILE, xsp + (size_t)i * SP_TILE, o0, o1, t0, n, gelu, y[j], N);
         }
         return;
     }
@@ -458,21 +453,28 @@ static void run_linear(const sp_lin *L, const int8_t *xq, const float *xs, const
     (void)xp; (void)xsp;
     const int32_t chunk = 16, chunks = (N + chunk - 1) / chunk;
 #pragma omp parallel for schedule(static) num_threads(nt)
-    for (int32_t c = 0; c < chunks; c++) {
-        int32_t t0 = c * chunk, t1 = t0 + chunk < N ? t0 + chunk : N;
-        lin_scalar(L, xq, xs, t0, t1, 0, L->out, gelu, y);
+    for (int32_t w = 0; w < nl * chunks; w++) {
+        const int32_t j = w / chunks, c = w % chunks;
+        const int32_t t0 = c * chunk, t1 = t0 + chunk < N ? t0 + chunk : N;
+        lin_scalar(&L[j], xq, xs, t0, t1, 0, L[j].out, gelu, y[j], N);
     }
 }
 
+static void run_linear(const sp_lin *L, const int8_t *xq, const float *xs, const uint8_t *xp, const float *xsp, int32_t N, int isa,
+                       int nt, int gelu, float *y) {
+    run_linears(L, 1, xq, xs, xp, xsp, N, isa, nt, gelu, &y);
+}
+
 #if SP_X86
-/* run_linear's work on the two tiles of unit u (tokens 64u .. 64u+63), every row, on the calling
- * thread (the same kernels and arithmetic; the fused forward below); xpu: the unit's packed tiles. */
-static void linear_unit(const sp_lin *L, const uint8_t *xpu, const float *xs, int32_t N, int isa, int gelu, float *y, int32_t u) {
-    const int32_t tiles = (N + SP_TILE - 1) / SP_TILE, i1 = 2 * u + 2 < tiles ? 2 * u + 2 : tiles;
+/* run_linear's work on the tiles i0 .. i1-1 (one or two: a unit of the fused forward below), every
+ * row, on the calling thread (the same kernels and arithmetic); xpu: the unit's packed tiles; token
+ * t's outputs at token t - tb of y (tb: 0, or the unit's first token for its own buffer). */
+static void linear_unit(const sp_lin *L, const uint8_t *xpu, const float *xs, int32_t N, int isa, int gelu, float *y, int32_t tb,
+                        int32_t i0, int32_t i1) {
     const int two = isa == SP_ISA_VNNI && L->in <= 512;
-    for (int32_t i = 2 * u; i < i1;) { /* a second tile of the unit exists only with tokens in it */
-        const int32_t t0 = i * SP_TILE, cap = (two ? 2 : 1) * SP_TILE, n = N - t0 < cap ? N - t0 : cap;
-        lin_call(L, isa, two, xpu + (size_t)(i - 2 * u) * L->in * SP_TILE, xs + (size_t)i * SP_TILE, 0, L->out, t0, n, gelu, y);
+    for (int32_t i = i0; i < i1;) {
+        const int32_t t0 = i * SP_TILE, cap = (two && i + 1 < i1 ? 2 : 1) * SP_TILE, n = N - t0 < cap ? N - t0 : cap;
+        lin_call(L, isa, two, xpu + (size_t)(i - i0) * L->in * SP_TILE, xs + (size_t)i * SP_TILE, 0, L->out, t0 - tb, n, gelu, y, N);
         i += n > SP_TILE ? 2 : 1;
     }
 }
@@ -519,6 +521,10 @@ sp_status sp_linear_forward(const sp_linear *lin, const int8_t *xq, const float 
     if (!lin || !xq || !xs || !y || T <= 0) return SP_ERR_ARG;
     sp_status st = check_linear(lin, lin->out, lin->in);
     if (st != SP_OK) return st;
+    /* symmetric activations, as the encoder's own quantisation makes them (the AVX2 kernel negates
+     * them for its wide blocks, and -(-128) is not an int8) */
+    for (size_t i = 0; i < (size_t)T * (size_t)lin->in; i++)
+        if (xq[i] == -128) return SP_ERR_VALUE;
     int isa;
     if ((st = pick_kernel(kernel, &isa)) != SP_OK) return st;
     const int use_avx2 = isa >= SP_ISA_AVX2;
@@ -577,13 +583,18 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
     const int isa = m->isa, avx = isa >= SP_ISA_AVX2;
     const int32_t tiles = (N + SP_TILE - 1) / SP_TILE, units = (tiles + 1) / 2; /* units: 2 tiles */
     const size_t NC = (size_t)N * C, NI = (size_t)N * I;
-    const size_t scratch_per = ((size_t)Tmax + (size_t)(C / H)) * (size_t)((Tmax + 7) / 8 * 8);
+    const size_t scratch_per = ((size_t)Tmax + (size_t)(C / H) + 1) * (size_t)((Tmax + 7) / 8 * 8); /* attention_seq_avx2's */
     /* one workspace block carved into 64-byte aligned buffers */
+    /* the fused schedule (below): batches of several 64-token units per thread */
+    const int fused = SP_X86 && avx && nt > 1 && units >= 2 * nt && n_seqs >= 4 * nt;
+    const size_t W = (size_t)(I > C ? I : C);
     enum { W_OFF, W_H, W_Q, W_K, W_V, W_CTX, W_FF, W_XQ, W_XS, W_XP, W_SCRATCH, W_POS, W_N };
     const size_t sz[W_N] = {
         sizeof(int32_t) * (size_t)(n_seqs + 1), sizeof(float) * NC, sizeof(float) * NC, sizeof(float) * NC, sizeof(float) * NC,
-        sizeof(float) * NC, sizeof(float) * NI, (size_t)units * 2 * SP_TILE * (size_t)(I > C ? I : C), sizeof(float) * (size_t)tiles * SP_TILE,
-        avx ? (size_t)units * 2 * SP_TILE * (size_t)(I > C ? I : C) : 0, sizeof(float) * scratch_per * (size_t)nt, sizeof(int32_t) * (size_t)N};
+        /* W_FF: the feed-forward activations (N, I), or in the fused schedule each thread's unit buffer */
+        sizeof(float) * NC, fused ? sizeof(float) * (size_t)nt * 2 * SP_TILE * W : sizeof(float) * NI,
+        (size_t)tiles * SP_TILE * W, sizeof(float) * (size_t)tiles * SP_TILE, avx ? (size_t)tiles * SP_TILE * W : 0,
+        sizeof(float) * scratch_per * (size_t)nt, fused ? sizeof(int32_t) * (size_t)N : 0};
     size_t at[W_N], total = 0;
     for (int i = 0; i < W_N; i++) {
         at[i] = total;
@@ -612,6 +623,9 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
         xs = (float *)(base + at[W_XS]), xp = avx ? (uint8_t *)(base + at[W_XP]) : NULL, scratch = (float *)(base + at[W_SCRATCH]);
     }
     sp_status st = base ? SP_OK : SP_ERR_NOMEM;
+    /* q, k, v: token j of head hh at [hh * hs + j * ld] (head-major, or token-major rows; sp_lin.hd) */
+    const size_t ld = (size_t)m->lin[0].hd, hs = ld == (size_t)C ? (size_t)(C / H) : (size_t)N * ld;
+    float *const qkv[3] = {q, k, v};
     double t_lin = 0, t_att = 0, t_prep = 0, t_start = SP_NOW(), t0;
     if (st == SP_OK) {
         memset(xs, 0, sizeof(float) * (size_t)tiles * SP_TILE);
@@ -619,40 +633,46 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
         for (int32_t s = 0; s < n_seqs; s++) off[s + 1] = off[s] + lengths[s];
     }
 #if SP_X86
-    if (st == SP_OK && avx && nt > 1 && units >= 2 * nt && n_seqs >= 4 * nt) {
-        /* Batches of several 64-token units per thread: each thread owns a contiguous range of units
-         * (the same static split in every loop of the one parallel region) and runs everything
-         * between two attentions on its own tokens -- the row-wise work, the attention output,
-         * the feed-forward block and the next layer's q/k/v -- with no barrier in between (no row
-         * it reads was written by another thread); the attention, whose sequences cross unit
-         * boundaries, has a barrier on each side: 2 per layer instead of 11. */
+    if (st == SP_OK && fused) {
+        /* Batches of several 64-token units per thread: each thread owns a contiguous range of tiles
+         * (an equal share, the same in every loop of the one parallel region), taken in units of two,
+         * and runs everything between two attentions on its own tokens -- the row-wise work, the
+         * attention output, the feed-forward block and the next layer's q/k/v -- with no barrier in
+         * between (no row it reads was written by another thread); the attention, whose sequences
+         * cross unit boundaries, has a barrier on each side: 2 per layer instead of 11. */
         int32_t *pos = (int32_t *)(base + at[W_POS]);
         for (int32_t s = 0; s < n_seqs; s++)
             for (int32_t p = 0; p < lengths[s]; p++) pos[off[s] + p] = p;
         const float eps = cfg->layer_norm_eps;
         const int32_t G = tiles * (SP_TILE / 8); /* groups of 8 tokens */
-        /* each unit has its own regions of the int8 scratch and of the packed tiles, sized for the
-         * widest input, so that units of different threads never overlap whatever width they pack */
-        const size_t W = (size_t)(I > C ? I : C), ustride = 2 * (size_t)SP_TILE * W;
+        /* each tile has its own region of the packed tiles, sized for the widest input (a unit packs
+         * its tiles from its first tile's region on), so that units of different threads never
+         * overlap whatever width they pack */
+        const size_t tstride = (size_t)SP_TILE * W;
 #pragma omp parallel num_threads(nt)
         {
 #ifdef _OPENMP
-            const int th = omp_get_thread_num();
+            const int th = omp_get_thread_num(), nth = omp_get_num_threads();
 #else
-            const int th = 0;
+            const int th = 0, nth = 1;
 #endif
             float *sc = scratch + scratch_per * (size_t)th;
+            /* the unit's own buffer for the outputs of the attention output projection and the
+             * feed-forward layers, each consumed by the next step of the same unit: it stays in
+             * this core's cache instead of a new stretch of the (N, I) activations per unit */
+            float *ub = ff + (size_t)th * 2 * SP_TILE * W;
             double a = 0, b = 0;
-#pragma omp for schedule(static) nowait
-            for (int32_t u = 0; u < units; u++) {
-                const int32_t g0 = 8 * u, g1 = 8 * u + 8 < G ? 8 * u + 8 : G, t1 = 64 * u + 64 < N ? 64 * u + 64 : N;
-                for (int32_t t = 64 * u; t < t1; t++) embed_row(m, ids[t], pos[t], h + (size_t)t * C);
+            /* this thread's tiles: an equal share (within one tile), in units of two from its first */
+            const int32_t ib = (int32_t)((int64_t)tiles * th / nth), ie = (int32_t)((int64_t)tiles * (th + 1) / nth);
+            for (int32_t i0 = ib; i0 < ie; i0 += 2) {
+                const int32_t i1 = i0 + 2 < ie ? i0 + 2 : ie, g1 = 4 * i1 < G ? 4 * i1 : G, t1 = SP_TILE * i1 < N ? SP_TILE * i1 : N;
+                for (int32_t t = SP_TILE * i0; t < t1; t++) embed_row(m, ids[t], pos[t], h + (size_t)t * C);
                 a = SP_NOW();
-                uint8_t *xpu = xp + (size_t)u * ustride;
-                prep_groups(h, NULL, m->emb_g, m->emb_b, eps, h, 1, N, C, xq, W, xs, xpu, 64 * u, g0, g1);
+                uint8_t *xpu = xp + (size_t)i0 * tstride;
+                prep_groups(h, 0, NULL, 0, m->emb_g, m->emb_b, eps, h, 1, N, C, xq, W, xs, xpu, SP_TILE * i0, 4 * i0, g1);
                 b = SP_NOW();
                 if (th == 0) t_prep += b - a;
-                for (int j = 0; j < 3; j++) linear_unit(&m->lin[j], xpu, xs, N, isa, 0, j == 0 ? q : j == 1 ? k : v, u);
+                for (int j = 0; j < 3; j++) linear_unit(&m->lin[j], xpu, xs, N, isa, 0, qkv[j], 0, i0, i1);
                 if (th == 0) t_lin += SP_NOW() - b;
             }
             for (int32_t l = 0; l < cfg->num_layers; l++) {
@@ -663,33 +683,33 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
                 a = SP_NOW();
 #pragma omp for schedule(dynamic, 1)
                 for (int32_t s = 0; s < n_seqs; s++) {
-                    const size_t o = (size_t)off[s] * C;
-                    if ((C / H) % 8 == 0) attention_seq_avx2(q + o, k + o, v + o, lengths[s], C, H, 0, H, ctx + o, sc);
-                    else attention_seq_ref(q + o, k + o, v + o, lengths[s], C, H, 0, H, ctx + o, sc);
+                    const size_t o = (size_t)off[s] * ld;
+                    if ((C / H) % 8 == 0) attention_seq_avx2(q + o, k + o, v + o, hs, ld, lengths[s], C, H, 0, H, ctx + (size_t)off[s] * C, sc);
+                    else attention_seq_ref(q + o, k + o, v + o, hs, ld, lengths[s], C, H, 0, H, ctx + (size_t)off[s] * C, sc);
                 }
                 if (th == 0) t_att += SP_NOW() - a;
-#pragma omp for schedule(static) nowait
-                for (int32_t u = 0; u < units; u++) {
-                    const int32_t g0 = 8 * u, g1 = 8 * u + 8 < G ? 8 * u + 8 : G;
-                    uint8_t *xpu = xp + (size_t)u * ustride;
+                for (int32_t i0 = ib; i0 < ie; i0 += 2) { /* the same units as above */
+                    const int32_t i1 = i0 + 2 < ie ? i0 + 2 : ie, g0 = 4 * i0, g1 = 4 * i1 < G ? 4 * i1 : G;
+                    uint8_t *xpu = xp + (size_t)i0 * tstride;
                     double tp = 0, tl = 0;
                     a = SP_NOW();
-                    prep_groups(ctx, NULL, NULL, NULL, eps, NULL, 1, N, C, xq, W, xs, xpu, 64 * u, g0, g1);
+                    const int32_t T0 = SP_TILE * i0;
+                    prep_groups(ctx, 0, NULL, 0, NULL, NULL, eps, NULL, 1, N, C, xq, W, xs, xpu, T0, g0, g1);
                     b = SP_NOW(), tp += b - a;
-                    linear_unit(&lin[3], xpu, xs, N, isa, 0, q, u); /* q <- attention output projection */
+                    linear_unit(&lin[3], xpu, xs, N, isa, 0, ub, T0, i0, i1); /* attention output projection */
                     a = SP_NOW(), tl += a - b;
-                    prep_groups(h, q, ln, ln + C, eps, h, 1, N, C, xq, W, xs, xpu, 64 * u, g0, g1);
+                    prep_groups(h, 0, ub, T0, ln, ln + C, eps, h, 1, N, C, xq, W, xs, xpu, T0, g0, g1);
                     b = SP_NOW(), tp += b - a;
-                    linear_unit(&lin[4], xpu, xs, N, isa, 1, ff, u);
+                    linear_unit(&lin[4], xpu, xs, N, isa, 1, ub, T0, i0, i1);
                     a = SP_NOW(), tl += a - b;
-                    prep_groups(ff, NULL, NULL, NULL, eps, NULL, 1, N, I, xq, W, xs, xpu, 64 * u, g0, g1);
+                    prep_groups(ub, T0, NULL, 0, NULL, NULL, eps, NULL, 1, N, I, xq, W, xs, xpu, T0, g0, g1);
                     b = SP_NOW(), tp += b - a;
-                    linear_unit(&lin[5], xpu, xs, N, isa, 0, q, u);
+                    linear_unit(&lin[5], xpu, xs, N, isa, 0, ub, T0, i0, i1);
                     a = SP_NOW(), tl += a - b;
-                    prep_groups(h, q, ln + 2 * C, ln + 3 * C, eps, h, !last, N, C, xq, W, xs, xpu, 64 * u, g0, g1);
+                    prep_groups(h, 0, ub, T0, ln + 2 * C, ln + 3 * C, eps, h, !last, N, C, xq, W, xs, xpu, T0, g0, g1);
                     b = SP_NOW(), tp += b - a;
                     if (!last)
-                        for (int j = 0; j < 3; j++) linear_unit(&lin[6 + j], xpu, xs, N, isa, 0, j == 0 ? q : j == 1 ? k : v, u);
+                        for (int j = 0; j < 3; j++) linear_unit(&lin[6 + j], xpu, xs, N, isa, 0, qkv[j], 0, i0, i1);
                     tl += SP_NOW() - b;
                     if (th == 0) t_prep += tp, t_lin += tl;
                 }
@@ -711,9 +731,7 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
             const sp_lin *lin = m->lin + (size_t)l * 6;
             const float *ln = m->ln + (size_t)l * 4 * C;
             t0 = SP_NOW();
-            run_linear(&lin[0], xq, xs, xp, xs, N, isa, nt, 0, q);
-            run_linear(&lin[1], xq, xs, xp, xs, N, isa, nt, 0, k);
-            run_linear(&lin[2], xq, xs, xp, xs, N, isa, nt, 0, v);
+            run_linears(&lin[0], 3, xq, xs, xp, xs, N, isa, nt, 0, qkv);
             t_lin += SP_NOW() - t0;
             t0 = SP_NOW();
             /* work items: (sequence, group of heads); whole sequences when there are enough of them
@@ -727,19 +745,19 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
                 float *sc = scratch;
 #endif
                 const int32_t s = it / (H / hg), h0 = (it % (H / hg)) * hg;
-                const size_t o = (size_t)off[s] * C;
-                if (avx && (C / H) % 8 == 0) attention_seq_avx2(q + o, k + o, v + o, lengths[s], C, H, h0, h0 + hg, ctx + o, sc);
-                else attention_seq_ref(q + o, k + o, v + o, lengths[s], C, H, h0, h0 + hg, ctx + o, sc);
+                const size_t o = (size_t)off[s] * ld;
+                if (avx && (C / H) % 8 == 0) attention_seq_avx2(q + o, k + o, v + o, hs, ld, lengths[s], C, H, h0, h0 + hg, ctx + (size_t)off[s] * C, sc);
+                else attention_seq_ref(q + o, k + o, v + o, hs, ld, lengths[s], C, H, h0, h0 + hg, ctx + (size_t)off[s] * C, sc);
             }
             t_att += SP_NOW() - t0;
             tp = SP_NOW();
             prep_rows(ctx, NULL, NULL, NULL, eps, NULL, 1, N, C, xq, xs, xp, isa, nt);
             t_prep += SP_NOW() - tp;
             t0 = SP_NOW();
-            run_linear(&lin[3], xq, xs, xp, xs, N, isa, nt, 0, q); /* q <- attention output projection */
+            run_linear(&lin[3], xq, xs, xp, xs, N, isa, nt, 0, ctx); /* ctx <- attention output projection */
             t_lin += SP_NOW() - t0;
             tp = SP_NOW();
-            prep_rows(h, q, ln, ln + C, eps, h, 1, N, C, xq, xs, xp, isa, nt);
+            prep_rows(h, ctx, ln, ln + C, eps, h, 1, N, C, xq, xs, xp, isa, nt);
             t_prep += SP_NOW() - tp;
             t0 = SP_NOW();
             run_linear(&lin[4], xq, xs, xp, xs, N, isa, nt, 1, ff);
@@ -748,11 +766,11 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
             prep_rows(ff, NULL, NULL, NULL, eps, NULL, 1, N, I, xq, xs, xp, isa, nt); /* GELU: in ffn_in's epilogue */
             t_prep += SP_NOW() - tp;
             t0 = SP_NOW();
-            run_linear(&lin[5], xq, xs, xp, xs, N, isa, nt, 0, q);
+            run_linear(&lin[5], xq, xs, xp, xs, N, isa, nt, 0, ctx);
             t_lin += SP_NOW() - t0;
             /* the layer's output LayerNorm, fused with the next layer's quantisation */
             tp = SP_NOW();
-            prep_rows(h, q, ln + 2 * C, ln + 3 * C, eps, h, l + 1 < cfg->num_layers, N, C, xq, xs, xp, isa, nt);
+            prep_rows(h, ctx, ln + 2 * C, ln + 3 * C, eps, h, l + 1 < cfg->num_layers, N, C, xq, xs, xp, isa, nt);
             t_prep += SP_NOW() - tp;
         }
     }

@@ -123,7 +123,8 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
 
 /*
  * One sparse linear layer on already-quantised activations (for tests and benchmarks).
- *   xq: (T, in) int8; xs: (T) float32 per-token scales; y: (T, out) float32 out.
+ *   xq: (T, in) int8 in -127..127 (symmetric, as sp_quantize_rows makes them; -128: SP_ERR_VALUE);
+ *   xs: (T) float32 per-token scales; y: (T, out) float32 out.
  */
 sp_status sp_linear_forward(const sp_linear *lin, const int8_t *xq, const float *xs, int32_t T, sp_kernel kernel,
                             int32_t threads, float *y);

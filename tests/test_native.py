@@ -71,8 +71,9 @@ def test_linear_worst_case_no_saturation():
 
 @pytest.mark.parametrize("kernel", ALL_KERNELS)
 def test_linear_extreme_blocks_exact(kernel):
-    """Blocks at and just past the AVX2 kernel's split threshold (|w0|+|w1| = 128 / 129, ±127 pairs of
-    either sign) against activations at the ends of the range: every kernel's integer sum is exact."""
+    """Blocks at and just past the AVX2 kernel's wide-block threshold (|w0|+|w1| = 128 / 129, ±127 pairs of
+    either sign) against activations at the ends of the range: every kernel's integer sum is exact; -128,
+    which no symmetric quantisation makes (and the wide blocks could not negate), is refused."""
     _need(kernel)
     rng = np.random.default_rng(11)
     levels = np.array([-127, -126, -65, -64, -63, -1, 0, 1, 63, 64, 65, 126, 127], np.int8)
@@ -86,6 +87,9 @@ def test_linear_extreme_blocks_exact(kernel):
         xs = np.ones(40, np.float32)
         y = linear_forward(vals, col, rp, np.ones(24, np.float32), np.zeros(24, np.float32), q.shape, xq, xs, kernel=kernel)
         np.testing.assert_array_equal(y, (xq.astype(np.int64) @ q.astype(np.int64).T).astype(np.float32), err_msg=f"{kernel} in={inn}")
+        xq[5, 7] = -128
+        with pytest.raises(NativeError, match="sp_linear_forward"):
+            linear_forward(vals, col, rp, np.ones(24, np.float32), np.zeros(24, np.float32), q.shape, xq, xs, kernel=kernel)
 
 
 @pytest.mark.parametrize("kernel", ALL_KERNELS[1:])
@@ -101,23 +105,30 @@ def test_kernels_agree_bitwise(kernel):
     np.testing.assert_array_equal(linear_forward(*args, kernel=kernel), ref, err_msg=kernel)
 
 
-def _tiny_model(tmp_path, sparsity=0.8, seed=0):
-    t = random_tensors(TINY_CONFIG, sparsity=sparsity, seed=seed)
-    save_model(tmp_path, t, config=TINY_CONFIG, labels=["negative", "neutral", "positive"], max_len=TINY_CONFIG["max_position"], demojize=True, sparsity=sparsity)
+def _tiny_model(tmp_path, sparsity=0.8, seed=0, config=TINY_CONFIG):
+    t = random_tensors(config, sparsity=sparsity, seed=seed)
+    save_model(tmp_path, t, config=config, labels=["negative", "neutral", "positive"], max_len=config["max_position"], demojize=True, sparsity=sparsity)
     return t
 
 
+#: head size 8: q, k and v head-major (each head's rows contiguous); head size 12 (not whole 8-row groups
+#: of the SIMD epilogue): token-major rows and the reference attention
+HEAD_LAYOUTS = {"head-major": TINY_CONFIG, "token-major": {**TINY_CONFIG, "hidden_size": 48, "num_heads": 4}}
+
+
 @pytest.mark.parametrize("kernel", ALL_KERNELS)
-def test_encoder_matches_numpy_oracle(kernel, tmp_path):
+@pytest.mark.parametrize("layout", sorted(HEAD_LAYOUTS))
+def test_encoder_matches_numpy_oracle(kernel, layout, tmp_path):
     _need(kernel)
-    t = _tiny_model(tmp_path)
+    cfg = HEAD_LAYOUTS[layout]
+    t = _tiny_model(tmp_path, config=cfg)
     data = load_model(tmp_path)
     m = NativeModel(data, kernel=kernel)
     rng = np.random.default_rng(1)
     lens = [1, 2, 7, 16, 17, 40, 3]  # length-1 and max-length sequences included
-    seqs = [rng.integers(0, TINY_CONFIG["vocab_size"], n) for n in lens]
+    seqs = [rng.integers(0, cfg["vocab_size"], n) for n in lens]
     probs = m.forward(np.concatenate(seqs), np.array(lens), threads=2)
-    expect = ref.forward(t, TINY_CONFIG, seqs)
+    expect = ref.forward(t, cfg, seqs)
     np.testing.assert_allclose(probs, expect, atol=PROB_ATOL)
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
     # batching does not change a sequence's result
