@@ -341,7 +341,7 @@ def dashboard(store: Store, worker: Worker, view: dict) -> None:
     totals = store.totals(topics, lo, hi)
     rt_note = "counted as opinions" if view["retweets"] else "counted in volume, not as opinions"
     fo_note = "included in sentiment" if view["foreign"] else "kept out of sentiment"
-    st.caption(f"In range: {totals['volume']:,} matched posts · **{totals['retweets']:,} retweets** ({rt_note}) · **{totals['foreign']:,} in other languages** ({fo_note})")
+    st.caption(f"In range: {totals['volume']:,} matched posts across the topics (a post in two topics counts in each) · **{totals['retweets']:,} retweets** ({rt_note}) · **{totals['foreign']:,} in other languages** ({fo_note})")
     # the bucket holding the replay clock (or the range's end) is still filling: alerts skip it
     open_bucket = ((status.get("clock_ms") or hi) // bucket) * bucket
     alerts = detect_shifts(rows, smooth=view["smooth"], window=view["alert_window"], z=view["z"], closed_before_ms=open_bucket)
