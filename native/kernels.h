@@ -29,18 +29,48 @@ static float quantize_row(const float *x, int32_t C, int8_t *q) {
 }
 
 #if SP_X86
-#include <immintrin.h>
 /* AVX2 version of quantize_row, bit-identical: same max, same product scale, round-half-even
- * (vroundps), clamp, saturating packs. The quotient x / s is taken as x * fl(1/s), which is within
+ * (vroundps), saturating packs. The quotient x / s is taken as x * fl(1/s), which is within
  * |x/s| * 2^-23 <= 1.6e-5 of it (|x/s| <= 127.5); the two round alike unless x / s lies that close
- * to a half-integer, so a group of 8 with a product within 4e-5 of one is divided exactly instead
- * (about one group in 1,500; a division costs ~5 cycles per 8 values, the product one). */
-SP_AVX2 static inline __m256 sp_quot8(__m256 x, __m256 vs, __m256 vr) {
-    const __m256 y = _mm256_mul_ps(x, vr);
-    const __m256 f = _mm256_sub_ps(y, _mm256_round_ps(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)); /* [0, 1) */
-    const __m256 d = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), _mm256_sub_ps(f, _mm256_set1_ps(0.5f)));
-    if (_mm256_movemask_ps(_mm256_cmp_ps(d, _mm256_set1_ps(4e-5f), _CMP_LT_OQ))) return _mm256_div_ps(x, vs);
-    return y;
+ * to a half-integer, so a run of 32 values one of which has a product within 4e-5 of a
+ * half-integer (|y - round(y)| > 0.5 - 4e-5) is divided exactly instead (about one run in 400; a
+ * division costs ~5 cycles per 8 values, the product one). For s normal (amax >= 1e-30) |x / s|
+ * <= 127 * (1 + 2^-22), so round(x / s) is within -127..127 and the reference's clamp never acts;
+ * a smaller amax (s subnormal, x / s possibly far larger) takes the reference's code.
+ * amax: max |x| (quantize_row's first loop; the LayerNorm below computes it on its way). */
+SP_AVX2 static float quantize_row_amax_avx2(const float *x, int32_t C, float amax, int8_t *q) {
+    if (amax == 0.f) {
+        memset(q, 0, (size_t)C);
+        return 0.f;
+    }
+    const float s = amax * (1.0f / 127.0f); /* a product, as in runtime/format.py: no division by a constant */
+    int32_t c = 0;
+    if (amax >= 1e-30f) {
+        const __m256 vs = _mm256_set1_ps(s), vr = _mm256_set1_ps(1.f / s), near = _mm256_set1_ps(0.5f - 4e-5f);
+        const __m256 signmask = _mm256_set1_ps(-0.0f);
+        for (; c + 32 <= C; c += 32) {
+            __m256 v[4], flag = _mm256_setzero_ps();
+            for (int k = 0; k < 4; k++) {
+                const __m256 y = _mm256_mul_ps(_mm256_loadu_ps(x + c + 8 * k), vr);
+                v[k] = _mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                flag = _mm256_or_ps(flag, _mm256_cmp_ps(_mm256_andnot_ps(signmask, _mm256_sub_ps(y, v[k])), near, _CMP_GT_OQ));
+            }
+            if (_mm256_movemask_ps(flag))
+                for (int k = 0; k < 4; k++)
+                    v[k] = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x + c + 8 * k), vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            __m256i p01 = _mm256_packs_epi32(_mm256_cvtps_epi32(v[0]), _mm256_cvtps_epi32(v[1])); /* lanes interleaved: fixed below */
+            __m256i p23 = _mm256_packs_epi32(_mm256_cvtps_epi32(v[2]), _mm256_cvtps_epi32(v[3]));
+            __m256i b = _mm256_packs_epi16(p01, p23);
+            b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256((__m256i *)(q + c), b);
+        }
+    }
+    for (; c < C; c++) {
+        float v = nearbyintf(x[c] / s);
+        v = v > 127.f ? 127.f : (v < -127.f ? -127.f : v);
+        q[c] = (int8_t)v;
+    }
+    return s;
 }
 
 SP_AVX2 static float quantize_row_avx2(const float *x, int32_t C, int8_t *q) {
@@ -55,31 +85,56 @@ SP_AVX2 static float quantize_row_avx2(const float *x, int32_t C, int8_t *q) {
         float a = fabsf(x[c]);
         amax = a > amax ? a : amax;
     }
-    if (amax == 0.f) {
-        memset(q, 0, (size_t)C);
-        return 0.f;
+    return quantize_row_amax_avx2(x, C, amax, q);
+}
+
+/* layernorm_add (ops_impl.h) of one row by hand, the same operations in the same order (the sums
+ * in 8 lanes, element c in lane c % 8, the tail into lanes 0.., combined pairwise; no FMA), in
+ * three passes instead of four, the last of which also returns max |out| for quantize_row_amax_avx2. */
+SP_AVX2 static float layernorm_row_avx2(const float *x, const float *r, int32_t C, const float *gamma, const float *beta, float eps,
+                                        float *o) {
+    const int32_t C8 = C / 8 * 8;
+    __m256 acc = _mm256_setzero_ps();
+    for (int32_t c = 0; c < C8; c += 8) {
+        __m256 v = _mm256_loadu_ps(x + c);
+        if (r) v = _mm256_add_ps(v, _mm256_loadu_ps(r + c));
+        _mm256_storeu_ps(o + c, v);
+        acc = _mm256_add_ps(acc, v);
     }
-    const float s = amax * (1.0f / 127.0f);
-    const __m256 vs = _mm256_set1_ps(s), vr = _mm256_set1_ps(1.f / s), hi = _mm256_set1_ps(127.f), lo = _mm256_set1_ps(-127.f);
-    c = 0;
-    for (; c + 32 <= C; c += 32) {
-        __m256i i4[4];
-        for (int k = 0; k < 4; k++) {
-            __m256 v = _mm256_round_ps(sp_quot8(_mm256_loadu_ps(x + c + 8 * k), vs, vr), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            i4[k] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi));
-        }
-        __m256i p01 = _mm256_packs_epi32(i4[0], i4[1]); /* lanes interleaved: fixed below */
-        __m256i p23 = _mm256_packs_epi32(i4[2], i4[3]);
-        __m256i b = _mm256_packs_epi16(p01, p23);
-        b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        _mm256_storeu_si256((__m256i *)(q + c), b);
+    float a[8];
+    _mm256_storeu_ps(a, acc);
+    for (int32_t c = C8, k = 0; c < C; c++, k++) a[k] += (o[c] = x[c] + (r ? r[c] : 0.f));
+    const float mean = (((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))) / (float)C;
+    const __m256 vm = _mm256_set1_ps(mean);
+    acc = _mm256_setzero_ps();
+    for (int32_t c = 0; c < C8; c += 8) {
+        const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(o + c), vm);
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(d, d));
     }
-    for (; c < C; c++) {
-        float v = nearbyintf(x[c] / s);
-        v = v > 127.f ? 127.f : (v < -127.f ? -127.f : v);
-        q[c] = (int8_t)v;
+    _mm256_storeu_ps(a, acc);
+    for (int32_t c = C8, k = 0; c < C; c++, k++) {
+        const float d = o[c] - mean;
+        a[k] += d * d;
     }
-    return s;
+    const float var = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    const float inv = 1.f / sqrtf(var / (float)C + eps);
+    const __m256 vi = _mm256_set1_ps(inv), signmask = _mm256_set1_ps(-0.0f);
+    __m256 vmax = _mm256_setzero_ps();
+    for (int32_t c = 0; c < C8; c += 8) {
+        const __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(o + c), vm), vi), _mm256_loadu_ps(gamma + c)),
+                                       _mm256_loadu_ps(beta + c));
+        _mm256_storeu_ps(o + c, v);
+        vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(signmask, v));
+    }
+    _mm256_storeu_ps(a, vmax);
+    float amax = 0.f;
+    for (int k = 0; k < 8; k++) amax = a[k] > amax ? a[k] : amax;
+    for (int32_t c = C8; c < C; c++) {
+        o[c] = (o[c] - mean) * inv * gamma[c] + beta[c];
+        const float m = fabsf(o[c]);
+        amax = m > amax ? m : amax;
+    }
+    return amax;
 }
 #endif
 
@@ -177,8 +232,18 @@ SP_AVX2 static void lin_tile_avx2(const sp_lin *L, const uint8_t *xp, const floa
             const int32_t o = og + r;
             __m256i a[SP_OCT];
             for (int32_t m = 0; m < SP_OCT; m++) a[m] = _mm256_setzero_si256();
-            const int32_t mid = L->row_mid[o], end = L->row_ptr[o + 1];
-            for (int32_t b = L->row_ptr[o]; b < mid; b++) {
+            const int32_t pe = L->row_pair[o], mid = L->row_mid[o], end = L->row_ptr[o + 1];
+            for (int32_t b = L->row_ptr[o]; b < pe; b += 2) {
+                const __m256i w = _mm256_set1_epi32(w32[b]), w2 = _mm256_set1_epi32(w32[b + 1]);
+                const __m256i *p = (const __m256i *)(xp + (size_t)L->col_idx[b] * (SP_TILE * 4));
+                const __m256i *p2 = (const __m256i *)(xp + (size_t)L->col_idx[b + 1] * (SP_TILE * 4));
+                for (int32_t m = 0; m < SP_OCT; m++) {
+                    const __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_load_si256(p + m), w),
+                                                         _mm256_maddubs_epi16(_mm256_load_si256(p2 + m), w2));
+                    a[m] = _mm256_add_epi32(a[m], _mm256_madd_epi16(s16, ones));
+                }
+            }
+            for (int32_t b = pe; b < mid; b++) {
                 const __m256i w = _mm256_set1_epi32(w32[b]);
                 const __m256i *p = (const __m256i *)(xp + (size_t)L->col_idx[b] * (SP_TILE * 4));
                 for (int32_t m = 0; m < SP_OCT; m++)

@@ -35,6 +35,7 @@ typedef struct {
     int32_t hd; /* output layout: out / hd blocks of (N, hd) one after another -- hd = out is token-major
                  * (N, out); q, k and v take hd = head size (head-major, each head's (N, D) contiguous) */
     int32_t *row_ptr;  /* (out + 1) */
+    int32_t *row_pair; /* (out): row o's blocks row_ptr[o] .. row_pair[o]-1 go two by two (kernels.h) */
     int32_t *row_mid;  /* (out): row o's wide blocks are row_mid[o] .. row_ptr[o+1]-1 */
     uint16_t *col_idx; /* (nnz) */
     int8_t *w8;        /* (nnz, 4), 64-byte aligned (loaded 4 at a time as int32 by the SIMD kernels) */

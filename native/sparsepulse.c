@@ -124,10 +124,31 @@ static sp_status check_linear(const sp_linear *l, int32_t out, int32_t in) {
     return SP_OK;
 }
 
-/* Whether a 4-block is wide for the AVX2 kernel: a vpmaddubsw pair sum of activations + 128
- * (0..255) could leave int16 (255 * 128 = 32,640 is the most a plain pair reaches). */
+/* The AVX2 kernel's bounds on a 4-block (kernels.h, lin_tile_avx2): vpmaddubsw adds the products of a
+ * pair of unsigned activation bytes (1..255) and signed weights into int16 with saturation. A pair
+ * (w0, w1)'s sum lies in [-255 * neg, 255 * pos], pos the sum of its positive weights, neg that of
+ * its negative ones' magnitudes. pair_bounds: pos and neg of the pairs (w0, w1) and (w2, w3). */
+static void pair_bounds(const int8_t *w, int32_t b[4]) {
+    for (int k = 0; k < 2; k++) {
+        const int32_t a = w[2 * k], c = w[2 * k + 1];
+        b[2 * k] = (a > 0 ? a : 0) + (c > 0 ? c : 0);
+        b[2 * k + 1] = (a < 0 ? -a : 0) + (c < 0 ? -c : 0);
+    }
+}
+
+/* A block is wide when one of its pair sums could leave int16: a bound above 128 (255 * 128 =
+ * 32,640 is the most a plain pair reaches; a pair of mixed signs never saturates). Two plain
+ * blocks can share one int16 accumulation (vpaddw of their pair sums, then one widening) when
+ * their bounds add up to at most 128 each. */
 static int block_wide(const int8_t *w) {
-    return abs(w[0]) + abs(w[1]) > 128 || abs(w[2]) + abs(w[3]) > 128;
+    int32_t b[4];
+    pair_bounds(w, b);
+    return b[0] > 128 || b[1] > 128 || b[2] > 128 || b[3] > 128;
+}
+
+static int cmp_desc_i64(const void *a, const void *b) {
+    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
 }
 
 static sp_status copy_linear(const sp_linear *l, sp_lin *d, int64_t *bytes) {
@@ -136,6 +157,7 @@ static sp_status copy_linear(const sp_linear *l, sp_lin *d, int64_t *bytes) {
     d->in = l->in;
     d->nnz = l->nnz_blocks;
     d->row_ptr = sp_alloc(sizeof(int32_t) * (size_t)(l->out + 1));
+    d->row_pair = sp_alloc(sizeof(int32_t) * (size_t)l->out);
     d->row_mid = sp_alloc(sizeof(int32_t) * (size_t)l->out);
     d->col_idx = sp_alloc(sizeof(uint16_t) * (size_t)l->nnz_blocks);
     d->w8 = sp_alloc((size_t)l->nnz_blocks * 4);
@@ -143,38 +165,79 @@ static sp_status copy_linear(const sp_linear *l, sp_lin *d, int64_t *bytes) {
     d->wsum_plain = sp_alloc(sizeof(int32_t) * (size_t)l->out);
     d->scale = sp_alloc(sizeof(float) * (size_t)l->out);
     d->bias = sp_alloc(sizeof(float) * (size_t)l->out);
-    if (!d->row_ptr || !d->row_mid || !d->col_idx || !d->w8 || !d->wsum || !d->wsum_plain || !d->scale || !d->bias)
+    int64_t *keys = malloc(sizeof(int64_t) * (size_t)(l->in / SP_BLOCK)); /* a row's plain blocks */
+    int32_t *order = malloc(sizeof(int32_t) * (size_t)(l->in / SP_BLOCK));
+    if (!d->row_ptr || !d->row_pair || !d->row_mid || !d->col_idx || !d->w8 || !d->wsum || !d->wsum_plain || !d->scale || !d->bias ||
+        !keys || !order) {
+        free(keys);
+        free(order);
         return SP_ERR_NOMEM;
+    }
     memcpy(d->row_ptr, l->row_ptr, sizeof(int32_t) * (size_t)(l->out + 1));
-    /* each row: its plain blocks in their order, then its wide ones in theirs */
+    /* each row: its plain blocks that pair up (two by two), its other plain blocks, then its wide ones.
+     * Pairing: plain blocks by their largest bound, the largest first, each paired with the smallest
+     * left when their bounds allow it, else left single. */
     for (int32_t o = 0; o < l->out; o++) {
         const int32_t b0 = l->row_ptr[o], b1 = l->row_ptr[o + 1];
-        int32_t k = b0, sum = 0, plain = 0;
-        for (int pass = 0; pass < 2; pass++) {
-            if (pass == 1) d->row_mid[o] = k;
-            for (int32_t b = b0; b < b1; b++) {
-                const int8_t *w = l->values + (size_t)b * 4;
-                const int wide = block_wide(w);
-                if (wide != pass) continue;
-                d->col_idx[k] = l->col_idx[b];
-                memcpy(d->w8 + (size_t)k * 4, w, 4);
-                k++;
-                const int32_t ws = w[0] + w[1] + w[2] + w[3];
-                sum += ws;
-                if (!wide) plain += ws;
+        int32_t k = b0, sum = 0, plain = 0, np = 0;
+        for (int32_t b = b0; b < b1; b++) {
+            const int8_t *w = l->values + (size_t)b * 4;
+            int32_t bb[4];
+            pair_bounds(w, bb);
+            const int32_t mx = bb[0] > bb[1] ? bb[0] : bb[1], my = bb[2] > bb[3] ? bb[2] : bb[3];
+            sum += w[0] + w[1] + w[2] + w[3];
+            if (block_wide(w)) continue;
+            plain += w[0] + w[1] + w[2] + w[3];
+            keys[np++] = ((int64_t)(mx > my ? mx : my) << 32) | (int64_t)(b - b0);
+        }
+        qsort(keys, (size_t)np, sizeof(int64_t), cmp_desc_i64);
+        int32_t lo = 0, hi = np - 1, npair = 0, nsingle = 0;
+        /* order[0 .. 2*npair-1]: pairs; order from the end down: singles */
+        while (lo <= hi) {
+            const int32_t a = b0 + (int32_t)(keys[lo] & 0xffffffff);
+            if (lo < hi) {
+                const int32_t c = b0 + (int32_t)(keys[hi] & 0xffffffff);
+                int32_t ba[4], bc[4];
+                pair_bounds(l->values + (size_t)a * 4, ba);
+                pair_bounds(l->values + (size_t)c * 4, bc);
+                if (ba[0] + bc[0] <= 128 && ba[1] + bc[1] <= 128 && ba[2] + bc[2] <= 128 && ba[3] + bc[3] <= 128) {
+                    order[2 * npair] = a, order[2 * npair + 1] = c;
+                    npair++, lo++, hi--;
+                    continue;
+                }
             }
+            order[np - 1 - nsingle++] = a;
+            lo++;
+        }
+        for (int32_t i = 0; i < np; i++) {
+            const int32_t b = order[i];
+            d->col_idx[k] = l->col_idx[b];
+            memcpy(d->w8 + (size_t)k * 4, l->values + (size_t)b * 4, 4);
+            k++;
+        }
+        d->row_pair[o] = b0 + 2 * npair;
+        d->row_mid[o] = k;
+        for (int32_t b = b0; b < b1; b++) {
+            const int8_t *w = l->values + (size_t)b * 4;
+            if (!block_wide(w)) continue;
+            d->col_idx[k] = l->col_idx[b];
+            memcpy(d->w8 + (size_t)k * 4, w, 4);
+            k++;
         }
         d->wsum[o] = sum;
         d->wsum_plain[o] = plain;
     }
+    free(keys);
+    free(order);
     memcpy(d->scale, l->scale, sizeof(float) * (size_t)l->out);
     memcpy(d->bias, l->bias, sizeof(float) * (size_t)l->out);
-    *bytes += (int64_t)l->nnz_blocks * (2 + 4) + (int64_t)l->out * 24 + 4;
+    *bytes += (int64_t)l->nnz_blocks * (2 + 4) + (int64_t)l->out * 28 + 4;
     return SP_OK;
 }
 
 static void free_linear(sp_lin *d) {
     free(d->row_ptr);
+    free(d->row_pair);
     free(d->row_mid);
     free(d->col_idx);
     free(d->w8);
@@ -354,13 +417,14 @@ static void prep_groups(float *x, int32_t xb, const float *r, int32_t rb, const 
                 }
                 continue;
             }
-            float *src = x + (size_t)(t - xb) * C;
+            const float *src = x + (size_t)(t - xb) * C;
             if (gamma) {
                 float *o = out + (size_t)t * C;
-                layernorm_add_avx2(src, r ? r + (size_t)(t - rb) * C : NULL, 1, C, gamma, beta, eps, o);
-                src = o;
+                const float amax = layernorm_row_avx2(src, r ? r + (size_t)(t - rb) * C : NULL, C, gamma, beta, eps, o);
+                if (quant) xs[t] = quantize_row_amax_avx2(o, C, amax, qb + (size_t)k * ldq);
+            } else if (quant) {
+                xs[t] = quantize_row_avx2(src, C, qb + (size_t)k * ldq);
             }
-            if (quant) xs[t] = quantize_row_avx2(src, C, qb + (size_t)k * ldq);
         }
         if (quant) scatter8(qb, ldq, C, g * 8 - tbase, xp);
     }

@@ -208,15 +208,40 @@ def test_quantize_kernels_identical_near_ties(kernel):
 
 
 @pytest.mark.parametrize("kernel", ALL_KERNELS[1:])
-def test_whole_forward_identical_across_kernels(kernel, tmp_path):
+def test_quantize_kernels_identical_tiny_rows_and_tails(kernel):
+    """Rows whose largest magnitude is tiny (the scale s subnormal or zero: x / s may be huge or infinite, and
+    only the reference's clamp keeps it at +-127) and widths that are not whole runs of 32 or 8 values."""
+    _need(kernel)
+    rng = np.random.default_rng(12)
+    for C in (3, 8, 36, 40, 384, 1540):
+        rows = []
+        for amax in (1e-29, 1e-30, 1e-31, 1e-36, 1.2e-38, 1e-40, 1e-44, 1.4e-45, 3e38):
+            r = rng.uniform(-1, 1, (3, C)).astype(np.float32) * np.float32(amax)
+            r[:, 0] = np.float32(amax)
+            rows.append(r.astype(np.float32))
+        x = np.concatenate(rows)
+        q_ref, s_ref = quantize_rows(x, "scalar")
+        q, sc = quantize_rows(x, kernel)
+        np.testing.assert_array_equal(q, q_ref, err_msg=f"C={C}")
+        np.testing.assert_array_equal(sc, s_ref, err_msg=f"C={C}")
+        assert np.abs(q.astype(np.int32)).max() <= 127
+
+
+#: hidden 36 (3 heads of 12): rows that are not whole groups of 8 floats (the LayerNorm's and quantiser's tails)
+ODD_CONFIG = {**TINY_CONFIG, "hidden_size": 36, "num_heads": 3, "intermediate_size": 44}
+
+
+@pytest.mark.parametrize("kernel", ALL_KERNELS[1:])
+@pytest.mark.parametrize("config", [TINY_CONFIG, ODD_CONFIG], ids=["tiny", "odd-width"])
+def test_whole_forward_identical_across_kernels(kernel, config, tmp_path):
     """The SIMD build of every op is the same arithmetic as the scalar one (FMA only where the scalar code
     calls fmaf, no reassociation)."""
     _need(kernel)
-    _tiny_model(tmp_path)
+    _tiny_model(tmp_path, config=config)
     data = load_model(tmp_path)
     rng = np.random.default_rng(5)
     lens = np.array([1, 9, 33, 40, 17])
-    ids = rng.integers(0, TINY_CONFIG["vocab_size"], lens.sum())
+    ids = rng.integers(0, config["vocab_size"], lens.sum())
     a = NativeModel(data, kernel="scalar").forward(ids, lens)
     np.testing.assert_array_equal(NativeModel(data, kernel=kernel).forward(ids, lens), a, err_msg=kernel)
 
