@@ -16,6 +16,7 @@ Standard library + numpy + the engine only: it must not import the project.
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -48,6 +49,45 @@ def _exit_with_parent(tmpdir: str) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+def _jit_isa(tmpdir: str) -> str | None:
+    """Which int8 dot-product instructions the engine's run-time generated code holds: DeepSparse
+    compiles its kernels at run time into anonymous executable memory, and ``NM_ARCH`` picks only the
+    host binary (on an AVX-512 VNNI CPU its JIT still writes 512-bit vpdpbusds under NM_ARCH=avx2).
+    The executable anonymous mappings of this process are disassembled with binutils' objdump
+    (None when it is missing) and the instructions counted by register width."""
+    objdump = shutil.which("objdump")
+    if not objdump:
+        return None
+    counts: dict[str, int] = {}
+    with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb") as mem:
+        regions = []
+        for line in maps:
+            f = line.split()
+            if len(f) == 5 and "x" in f[1]:  # no path: anonymous (the JIT's); [vdso] etc. have one
+                lo, hi = (int(a, 16) for a in f[0].split("-"))
+                regions.append((lo, hi))
+        for lo, hi in regions:
+            try:
+                mem.seek(lo)
+                data = mem.read(hi - lo)
+            except OSError:
+                continue
+            path = os.path.join(tmpdir, "jit.bin")
+            with open(path, "wb") as out:
+                out.write(data)
+            dis = subprocess.run([objdump, "-D", "-b", "binary", "-mi386:x86-64", path], capture_output=True, text=True).stdout
+            for ln in dis.splitlines():
+                for op in ("vpdpbusds", "vpdpbusd", "vpmaddubsw", "tdpbusd"):
+                    if f"\t{op} " in ln or ln.endswith(f"\t{op}"):
+                        width = "zmm" if "%zmm" in ln else "ymm" if "%ymm" in ln else "tmm" if "%tmm" in ln else "xmm"
+                        key = f"{op} {width}"
+                        counts[key] = counts.get(key, 0) + 1
+                        break
+    if not counts:
+        return "no int8 dot products found"
+    return ", ".join(f"{k} x{v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def main():
@@ -103,6 +143,9 @@ def _serve(tmpdir: str):
         ready["engines"] = len(engines)
         ready["version"] = deepsparse.__version__
         ready["arch"] = os.environ.get("NM_ARCH", "auto")
+        for (bs, T), e in engines.items():  # the JIT writes its code by the first run at the latest
+            e.run([np.ones((bs, T), np.int64), np.ones((bs, T), np.int64), np.zeros((bs, T), np.int64)])
+        ready["jit"] = _jit_isa(tmpdir)
 
         def run(x, m):
             return engines[(x.shape[0], x.shape[1])].run([x, m, np.zeros_like(x)])[0]

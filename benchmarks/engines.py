@@ -40,13 +40,40 @@ def write_npz(path: str, ids, lengths, latency_idx) -> None:
     np.savez(path, ids=ids, lengths=lengths, latency_idx=latency_idx, **{f"batches_{p}": make_batches(lengths, p) for p in PROTOCOLS})
 
 
-class ExternalEngine:
-    """A worker process (benchmarks/_worker.py) running one ONNX file in ONNX Runtime or DeepSparse."""
+#: CPU flags an AVX2-only CPU (AMD Zen 3) lacks and this one may have
+WIDER_THAN_AVX2 = ("avx512", "avx_vnni", "amx_")
 
-    def __init__(self, name: str, engine: str, onnx_path: str, npz: str, python: str, threads: int, env: dict | None = None):
+
+def avx2_only_wrapper(tmpdir: str) -> list[str]:
+    """A command prefix that runs a program seeing an AVX2-only CPU in /proc/cpuinfo: a private mount
+    namespace (``unshare``; user namespace too when not root) with a copy of /proc/cpuinfo whose flags
+    lack AVX-512, AVX-VNNI and AMX bind-mounted over it. DeepSparse takes its instruction set from
+    there: ``NM_ARCH=avx2`` alone selects only its host binary, and its run-time compiled kernels
+    stay AVX-512 VNNI on a VNNI CPU (the worker's ``jit`` report shows which instructions it wrote)."""
+    lines = []
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                key, flags = line.split(":", 1)
+                line = key + ": " + " ".join(x for x in flags.split() if not x.startswith(WIDER_THAN_AVX2)) + "\n"
+            lines.append(line)
+    fake = os.path.join(tmpdir, "cpuinfo-avx2")
+    with open(fake, "w") as f:
+        f.write("".join(lines))
+    userns = [] if os.geteuid() == 0 else ["--map-root-user"]
+    return ["unshare", "--mount", *userns, "sh", "-c", 'mount --bind "$0" /proc/cpuinfo && exec "$@"', fake]
+
+
+class ExternalEngine:
+    """A worker process (benchmarks/_worker.py) running one ONNX file in ONNX Runtime or DeepSparse;
+    ``wrapper``: a command prefix (``avx2_only_wrapper``)."""
+
+    def __init__(self, name: str, engine: str, onnx_path: str, npz: str, python: str, threads: int, env: dict | None = None,
+                 wrapper: list[str] | None = None):
         self.name = name
         env = {**os.environ, "BENCH_THREADS": str(threads), "NM_DISABLE_ANALYTICS": "True", **(env or {})}
-        self.p = subprocess.Popen([python, str(Path(__file__).with_name("_worker.py")), engine, onnx_path, npz], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        cmd = [*(wrapper or []), python, str(Path(__file__).with_name("_worker.py")), engine, onnx_path, npz]
+        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.info = self._read_json("start")
 
     def _read_json(self, what: str) -> dict:

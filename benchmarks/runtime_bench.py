@@ -16,7 +16,11 @@ its instruction set *measured on this CPU* (``benchmarks.peak``), and where the 
 
 External engines run in their own venv (``--bench-python``, one with onnxruntime and
 deepsparse==1.8.0) through ``benchmarks/_worker.py``. ENGINE is ``ort``, ``deepsparse`` or
-``deepsparse-avx2`` (DeepSparse forced to its AVX2 build with ``NM_ARCH=avx2``).
+``deepsparse-avx2`` (DeepSparse as on an AVX2-only CPU: ``NM_ARCH=avx2`` and, because that alone
+leaves its run-time compiled kernels on AVX-512 VNNI, a /proc/cpuinfo without AVX-512/VNNI/AMX flags
+in a private mount namespace, ``engines.avx2_only_wrapper``; the worker disassembles the code
+DeepSparse generated and the run stops if it holds VNNI instructions). The notes column shows the
+int8 dot-product instructions of each DeepSparse engine's generated code.
 ``--update`` appends the table, command, date and CPU to BENCHMARKS.md.
 """
 from __future__ import annotations
@@ -36,7 +40,7 @@ from runtime.native import NativeModel
 from runtime.scorer import Scorer
 from stream.formats import semeval_test_file
 
-from .engines import PROTOCOLS, ExternalEngine, make_batches, write_npz
+from .engines import PROTOCOLS, ExternalEngine, avx2_only_wrapper, make_batches, write_npz
 from .peak import peak_gmacs
 from .report import append_benchmarks
 
@@ -155,9 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         engine, path = rest.split(":", 1)
         if not args.bench_python:
             ap.error("--onnx needs --bench-python")
-        env = {"NM_ARCH": "avx2"} if engine == "deepsparse-avx2" else None
+        avx2 = engine == "deepsparse-avx2"
         print(f"starting {name} ...", file=sys.stderr)
-        engines.append(ExternalEngine(name, "deepsparse" if engine.startswith("deepsparse") else engine, path, npz, args.bench_python, args.threads, env))
+        x = ExternalEngine(name, "deepsparse" if engine.startswith("deepsparse") else engine, path, npz, args.bench_python, args.threads,
+                           {"NM_ARCH": "avx2"} if avx2 else None, avx2_only_wrapper(tempfile.mkdtemp()) if avx2 else None)
+        if avx2 and "vpdpbusd" in str(x.info.get("jit")):
+            raise SystemExit(f"{name}: DeepSparse wrote VNNI code ({x.info['jit']}) although told the CPU is AVX2-only")
+        engines.append(x)
     externals = [e for e in engines if isinstance(e, ExternalEngine)]
     preds = {}
     for e in engines:  # accuracy first (also the warm-up); each engine alone on the machine
@@ -194,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             row["split"] = f"linear {100 * t[0]:.0f}% / attention {100 * t[1]:.0f}% / LN+GELU+quant {100 * t[2]:.0f}% / other {100 * t[3]:.0f}%"
         else:
             fr = e.info.get("fraction_of_supported_ops")
-            row["split"] = (f"DeepSparse {e.info.get('version')} ({e.info.get('arch')}), {e.info.get('engines')} engines, fraction_of_supported_ops {fr}" if "engines" in e.info else f"ONNX Runtime {e.info.get('version')}")
+            row["split"] = (f"DeepSparse {e.info.get('version')} ({e.info.get('arch')}), {e.info.get('engines')} engines, fraction_of_supported_ops {fr}, run-time code: {e.info.get('jit')}" if "engines" in e.info else f"ONNX Runtime {e.info.get('version')}")
         rows.append(row)
     for e in externals:
         e.close()
