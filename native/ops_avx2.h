@@ -139,10 +139,105 @@ SP_AVX2 static inline float sp_softmax_row(float *pi, int32_t T, int32_t Tp) {
     return 1.f / _mm256_cvtss_f32(s8);
 }
 
+/* The context of one head: ctx rows i (stride C, this head's D columns) = (p row i . V) * inv[i], two
+ * queries at a time (each value of V loaded once for both), FMA chains over j. vh: V of this head
+ * (token j at vh + j * ld). */
+SP_AVX2 static void sp_context_avx2(const float *p, int32_t T, int32_t Tp, const float *vh, size_t ld, int32_t D, const float *inv,
+                                    float *ch, int32_t C) {
+    for (int32_t i = 0; i < T; i += 2) {
+        const int32_t nq = T - i < 2 ? T - i : 2;
+        const float *p0 = p + (size_t)i * Tp, *p1 = p + (size_t)(i + nq - 1) * Tp;
+        for (int32_t d0 = 0; d0 < D; d0 += 32) {
+            const int32_t nc = (D - d0) / 8 < 4 ? (D - d0) / 8 : 4;
+            __m256 a[2][4];
+            for (int32_t r = 0; r < 2; r++)
+                for (int32_t c = 0; c < 4; c++) a[r][c] = _mm256_setzero_ps();
+            for (int32_t j = 0; j < T; j++) {
+                const __m256 w0 = _mm256_set1_ps(p0[j]), w1 = _mm256_set1_ps(p1[j]);
+                const float *vj = vh + (size_t)j * ld + d0;
+                for (int32_t c = 0; c < 4; c++) {
+                    if (c >= nc) break;
+                    const __m256 vv = _mm256_loadu_ps(vj + 8 * c);
+                    a[0][c] = _mm256_fmadd_ps(w0, vv, a[0][c]);
+                    a[1][c] = _mm256_fmadd_ps(w1, vv, a[1][c]);
+                }
+            }
+            for (int32_t r = 0; r < nq; r++) {
+                float *ci = ch + (size_t)(i + r) * C + d0;
+                const __m256 vi = _mm256_set1_ps(inv[i + r]);
+                for (int32_t c = 0; c < nc; c++) _mm256_storeu_ps(ci + 8 * c, _mm256_mul_ps(a[r][c], vi));
+            }
+        }
+    }
+}
+
+/* The two matrix products of a head in 512-bit registers (AVX-512 CPUs; D % 16 == 0): the same FMA
+ * chain per score (over d) and per context value (over j) as the AVX2 code, each lane on its own,
+ * so the results are bit-identical; four queries at a time against 32 keys (scores) or 32 columns
+ * (context), the last partial chunk of keys under a mask. */
+SP_AVX512 static void sp_scores_512(const float *qh, size_t ld, int32_t T, const float *kt, int32_t D, int32_t Tp, float scale, float *p) {
+    for (int32_t i = 0; i < T; i += 4) {
+        const int32_t nq = T - i < 4 ? T - i : 4;
+        const float *qs[4];
+        for (int32_t r = 0; r < 4; r++) qs[r] = qh + (size_t)(i + (r < nq ? r : nq - 1)) * ld;
+        for (int32_t j0 = 0; j0 < Tp; j0 += 32) {
+            const int32_t left = Tp - j0; /* a multiple of 8 */
+            const __mmask16 m0 = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+            const __mmask16 m1 = left >= 32 ? 0xffff : left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
+            __m512 a[4][2];
+            for (int32_t r = 0; r < 4; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
+            for (int32_t d = 0; d < D; d++) {
+                const float *kd = kt + (size_t)d * Tp + j0;
+                const __m512 k0 = _mm512_maskz_loadu_ps(m0, kd), k1 = _mm512_maskz_loadu_ps(m1, kd + 16);
+                for (int32_t r = 0; r < 4; r++) {
+                    const __m512 qv = _mm512_set1_ps(qs[r][d] * scale);
+                    a[r][0] = _mm512_fmadd_ps(qv, k0, a[r][0]);
+                    a[r][1] = _mm512_fmadd_ps(qv, k1, a[r][1]);
+                }
+            }
+            for (int32_t r = 0; r < nq; r++) {
+                float *pr = p + (size_t)(i + r) * Tp + j0;
+                _mm512_mask_storeu_ps(pr, m0, a[r][0]);
+                _mm512_mask_storeu_ps(pr + 16, m1, a[r][1]);
+            }
+        }
+    }
+}
+
+SP_AVX512 static void sp_context_512(const float *p, int32_t T, int32_t Tp, const float *vh, size_t ld, int32_t D, const float *inv,
+                                     float *ch, int32_t C) {
+    for (int32_t i = 0; i < T; i += 4) {
+        const int32_t nq = T - i < 4 ? T - i : 4;
+        const float *pr[4];
+        for (int32_t r = 0; r < 4; r++) pr[r] = p + (size_t)(i + (r < nq ? r : nq - 1)) * Tp;
+        for (int32_t d0 = 0; d0 < D; d0 += 32) {
+            const int32_t nc = D - d0 >= 32 ? 2 : 1;
+            __m512 a[4][2];
+            for (int32_t r = 0; r < 4; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
+            for (int32_t j = 0; j < T; j++) {
+                const float *vj = vh + (size_t)j * ld + d0;
+                const __m512 v0 = _mm512_loadu_ps(vj), v1 = nc > 1 ? _mm512_loadu_ps(vj + 16) : _mm512_setzero_ps();
+                for (int32_t r = 0; r < 4; r++) {
+                    const __m512 w = _mm512_set1_ps(pr[r][j]);
+                    a[r][0] = _mm512_fmadd_ps(w, v0, a[r][0]);
+                    a[r][1] = _mm512_fmadd_ps(w, v1, a[r][1]);
+                }
+            }
+            for (int32_t r = 0; r < nq; r++) {
+                float *ci = ch + (size_t)(i + r) * C + d0;
+                const __m512 vi = _mm512_set1_ps(inv[i + r]);
+                _mm512_storeu_ps(ci, _mm512_mul_ps(a[r][0], vi));
+                if (nc > 1) _mm512_storeu_ps(ci + 16, _mm512_mul_ps(a[r][1], vi));
+            }
+        }
+    }
+}
+
 /* One head at a time: K transposed, every query's scores, every row's softmax (independent rows
- * back to back, so that their exp chains overlap), then the context two queries at a time. */
+ * back to back, so that their exp chains overlap), then the context. w512: the two products in
+ * 512-bit registers (sp_scores_512; an AVX-512 CPU and D % 16 == 0). */
 SP_AVX2 static void attention_seq_avx2(const float *q, const float *k, const float *v, size_t hs, size_t ld, int32_t T, int32_t C,
-                                       int32_t H, int32_t h0, int32_t h1, float *ctx, float *scratch) {
+                                       int32_t H, int32_t h0, int32_t h1, float *ctx, float *scratch, int w512) {
     const int32_t D = C / H, Tp = SP_PAD8(T);
     const float scale = 1.f / sqrtf((float)D);
     float *p = scratch;                     /* (T, Tp) */
@@ -163,38 +258,19 @@ SP_AVX2 static void attention_seq_avx2(const float *q, const float *k, const flo
             for (int32_t j = T8; j < T; j++) row[j] = k[h * hs + (size_t)j * ld + d];
             for (int32_t j = T; j < Tp; j++) row[j] = 0.f;
         }
-        for (int32_t i = 0; i < T; i += 2) {
-            const int32_t nq = T - i < 2 ? T - i : 2;
-            const float *qs[2] = {q + h * hs + (size_t)i * ld, q + h * hs + (size_t)(i + nq - 1) * ld};
-            float *const ps[2] = {p + (size_t)i * Tp, p + (size_t)(i + nq - 1) * Tp};
-            sp_scores(qs, nq, kt, D, Tp, scale, ps);
-        }
-        for (int32_t i = 0; i < T; i++) inv[i] = sp_softmax_row(p + (size_t)i * Tp, T, Tp);
-        for (int32_t i = 0; i < T; i += 2) {
-            const int32_t nq = T - i < 2 ? T - i : 2;
-            const float *p0 = p + (size_t)i * Tp, *p1 = p + (size_t)(i + nq - 1) * Tp;
-            for (int32_t d0 = 0; d0 < D; d0 += 32) {
-                const int32_t nc = (D - d0) / 8 < 4 ? (D - d0) / 8 : 4;
-                __m256 a[2][4];
-                for (int32_t r = 0; r < 2; r++)
-                    for (int32_t c = 0; c < 4; c++) a[r][c] = _mm256_setzero_ps();
-                for (int32_t j = 0; j < T; j++) {
-                    const __m256 w0 = _mm256_set1_ps(p0[j]), w1 = _mm256_set1_ps(p1[j]);
-                    const float *vj = v + h * hs + (size_t)j * ld + d0;
-                    for (int32_t c = 0; c < 4; c++) {
-                        if (c >= nc) break;
-                        const __m256 vv = _mm256_loadu_ps(vj + 8 * c);
-                        a[0][c] = _mm256_fmadd_ps(w0, vv, a[0][c]);
-                        a[1][c] = _mm256_fmadd_ps(w1, vv, a[1][c]);
-                    }
-                }
-                for (int32_t r = 0; r < nq; r++) {
-                    float *ci = ctx + (size_t)(i + r) * C + h * D + d0;
-                    const __m256 vi = _mm256_set1_ps(inv[i + r]);
-                    for (int32_t c = 0; c < nc; c++) _mm256_storeu_ps(ci + 8 * c, _mm256_mul_ps(a[r][c], vi));
-                }
+        if (w512) {
+            sp_scores_512(q + h * hs, ld, T, kt, D, Tp, scale, p);
+        } else {
+            for (int32_t i = 0; i < T; i += 2) {
+                const int32_t nq = T - i < 2 ? T - i : 2;
+                const float *qs[2] = {q + h * hs + (size_t)i * ld, q + h * hs + (size_t)(i + nq - 1) * ld};
+                float *const ps[2] = {p + (size_t)i * Tp, p + (size_t)(i + nq - 1) * Tp};
+                sp_scores(qs, nq, kt, D, Tp, scale, ps);
             }
         }
+        for (int32_t i = 0; i < T; i++) inv[i] = sp_softmax_row(p + (size_t)i * Tp, T, Tp);
+        if (w512) sp_context_512(p, T, Tp, v + h * hs, ld, D, inv, ctx + h * D, C);
+        else sp_context_avx2(p, T, Tp, v + h * hs, ld, D, inv, ctx + h * D, C);
     }
 }
 #endif

@@ -645,6 +645,7 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
 
     const int nt = nthreads(threads);
     const int isa = m->isa, avx = isa >= SP_ISA_AVX2;
+    const int w512 = isa == SP_ISA_VNNI && (C / cfg->num_heads) % 16 == 0; /* attention's products in 512-bit registers */
     const int32_t tiles = (N + SP_TILE - 1) / SP_TILE, units = (tiles + 1) / 2; /* units: 2 tiles */
     const size_t NC = (size_t)N * C, NI = (size_t)N * I;
     const size_t scratch_per = ((size_t)Tmax + (size_t)(C / H) + 1) * (size_t)((Tmax + 7) / 8 * 8); /* attention_seq_avx2's */
@@ -748,7 +749,7 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
 #pragma omp for schedule(dynamic, 1)
                 for (int32_t s = 0; s < n_seqs; s++) {
                     const size_t o = (size_t)off[s] * ld;
-                    if ((C / H) % 8 == 0) attention_seq_avx2(q + o, k + o, v + o, hs, ld, lengths[s], C, H, 0, H, ctx + (size_t)off[s] * C, sc);
+                    if ((C / H) % 8 == 0) attention_seq_avx2(q + o, k + o, v + o, hs, ld, lengths[s], C, H, 0, H, ctx + (size_t)off[s] * C, sc, w512);
                     else attention_seq_ref(q + o, k + o, v + o, hs, ld, lengths[s], C, H, 0, H, ctx + (size_t)off[s] * C, sc);
                 }
                 if (th == 0) t_att += SP_NOW() - a;
@@ -810,7 +811,7 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
 #endif
                 const int32_t s = it / (H / hg), h0 = (it % (H / hg)) * hg;
                 const size_t o = (size_t)off[s] * ld;
-                if (avx && (C / H) % 8 == 0) attention_seq_avx2(q + o, k + o, v + o, hs, ld, lengths[s], C, H, h0, h0 + hg, ctx + (size_t)off[s] * C, sc);
+                if (avx && (C / H) % 8 == 0) attention_seq_avx2(q + o, k + o, v + o, hs, ld, lengths[s], C, H, h0, h0 + hg, ctx + (size_t)off[s] * C, sc, w512);
                 else attention_seq_ref(q + o, k + o, v + o, hs, ld, lengths[s], C, H, h0, h0 + hg, ctx + (size_t)off[s] * C, sc);
             }
             t_att += SP_NOW() - t0;

@@ -229,10 +229,14 @@ def test_quantize_kernels_identical_tiny_rows_and_tails(kernel):
 
 #: hidden 36 (3 heads of 12): rows that are not whole groups of 8 floats (the LayerNorm's and quantiser's tails)
 ODD_CONFIG = {**TINY_CONFIG, "hidden_size": 36, "num_heads": 3, "intermediate_size": 44}
+#: heads of 16 and 32 (MiniLM's): the attention products in 512-bit registers on AVX-512 CPUs
+HEAD16_CONFIG = {**TINY_CONFIG, "hidden_size": 64, "num_heads": 4, "intermediate_size": 96}
+HEAD32_CONFIG = {**TINY_CONFIG, "hidden_size": 96, "num_heads": 3, "intermediate_size": 96}
+FORWARD_CONFIGS = {"tiny": TINY_CONFIG, "odd-width": ODD_CONFIG, "head16": HEAD16_CONFIG, "head32": HEAD32_CONFIG}
 
 
 @pytest.mark.parametrize("kernel", ALL_KERNELS[1:])
-@pytest.mark.parametrize("config", [TINY_CONFIG, ODD_CONFIG], ids=["tiny", "odd-width"])
+@pytest.mark.parametrize("config", list(FORWARD_CONFIGS.values()), ids=list(FORWARD_CONFIGS))
 def test_whole_forward_identical_across_kernels(kernel, config, tmp_path):
     """The SIMD build of every op is the same arithmetic as the scalar one (FMA only where the scalar code
     calls fmaf, no reassociation)."""
@@ -248,16 +252,17 @@ def test_whole_forward_identical_across_kernels(kernel, config, tmp_path):
 
 @pytest.mark.parametrize("kernel", ALL_KERNELS[1:])
 @pytest.mark.parametrize("threads", [2, 3])
-def test_fused_batch_forward_identical(kernel, threads, tmp_path):
+@pytest.mark.parametrize("config", [TINY_CONFIG, HEAD32_CONFIG], ids=["tiny", "head32"])
+def test_fused_batch_forward_identical(kernel, threads, config, tmp_path):
     """A batch big enough for the fused schedule (threads > 1, >= 4 sequences and >= 2 units of 64 tokens per
     thread: each thread runs its own units from one attention to the next, with per-unit scratch sized for the
     widest input) gives exactly the scalar build's probabilities."""
     _need(kernel)
-    _tiny_model(tmp_path)
+    _tiny_model(tmp_path, config=config)
     data = load_model(tmp_path)
     rng = np.random.default_rng(7)
     lens = np.concatenate([[1, 40, 39, 2], rng.integers(1, 41, 30)])  # 34 sequences, odd tile count
-    ids = rng.integers(0, TINY_CONFIG["vocab_size"], lens.sum())
+    ids = rng.integers(0, config["vocab_size"], lens.sum())
     assert lens.sum() >= 2 * threads * 64 and len(lens) >= 4 * threads
     ref_probs = NativeModel(data, kernel="scalar").forward(ids, lens)
     got = NativeModel(data, kernel=kernel).forward(ids, lens, threads=threads)
