@@ -297,8 +297,20 @@ SP_AVX512 static inline __attribute__((always_inline)) void lin_tiles_vnni(const
             }
             const int32_t o = og + r;
             __m512i a[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+            __m512i e[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
             const int32_t end = L->row_ptr[o + 1];
-            for (int32_t b = L->row_ptr[o]; b < end; b++) {
+            int32_t b = L->row_ptr[o];
+            for (; b + 1 < end; b += 2) {
+                const __m512i w = _mm512_set1_epi32(w32[b]), w2 = _mm512_set1_epi32(w32[b + 1]);
+                const uint8_t *p = xp + (size_t)L->col_idx[b] * (SP_TILE * 4), *p2 = xp + (size_t)L->col_idx[b + 1] * (SP_TILE * 4);
+                for (int k = 0; k < NT; k++) {
+                    a[2 * k] = _mm512_dpbusd_epi32(a[2 * k], _mm512_load_si512((const void *)(p + k * tstride)), w);
+                    a[2 * k + 1] = _mm512_dpbusd_epi32(a[2 * k + 1], _mm512_load_si512((const void *)(p + k * tstride + 64)), w);
+                    e[2 * k] = _mm512_dpbusd_epi32(e[2 * k], _mm512_load_si512((const void *)(p2 + k * tstride)), w2);
+                    e[2 * k + 1] = _mm512_dpbusd_epi32(e[2 * k + 1], _mm512_load_si512((const void *)(p2 + k * tstride + 64)), w2);
+                }
+            }
+            if (b < end) {
                 const __m512i w = _mm512_set1_epi32(w32[b]);
                 const uint8_t *p = xp + (size_t)L->col_idx[b] * (SP_TILE * 4);
                 for (int k = 0; k < NT; k++) {
@@ -306,6 +318,7 @@ SP_AVX512 static inline __attribute__((always_inline)) void lin_tiles_vnni(const
                     a[2 * k + 1] = _mm512_dpbusd_epi32(a[2 * k + 1], _mm512_load_si512((const void *)(p + k * tstride + 64)), w);
                 }
             }
+            for (int k = 0; k < 2 * NT; k++) a[k] = _mm512_add_epi32(a[k], e[k]);
             const __m512i corr = _mm512_set1_epi32(128 * L->wsum[o]);
             const __m256 sc = _mm256_set1_ps(L->scale[o]), bi = _mm256_set1_ps(L->bias[o]);
             for (int k = 0; k < 2 * NT; k++) {
