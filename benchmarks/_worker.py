@@ -142,7 +142,7 @@ def _serve(tmpdir: str):
         ready["fraction_of_supported_ops"] = min(fr) if all(f is not None for f in fr) else None
         ready["engines"] = len(engines)
         ready["version"] = deepsparse.__version__
-        ready["arch"] = os.environ.get("NM_ARCH", "auto")
+        ready["arch"] = os.environ.get("NM_ARCH", "auto") + (", NM_FAST_VNNI_EMULATION=1" if os.environ.get("NM_FAST_VNNI_EMULATION") == "1" else "")
         for (bs, T), e in engines.items():  # the JIT writes its code by the first run at the latest
             e.run([np.ones((bs, T), np.int64), np.ones((bs, T), np.int64), np.zeros((bs, T), np.int64)])
         ready["jit"] = _jit_isa(tmpdir)

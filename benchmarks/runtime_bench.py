@@ -19,8 +19,10 @@ deepsparse==1.8.0) through ``benchmarks/_worker.py``. ENGINE is ``ort``, ``deeps
 ``deepsparse-avx2`` (DeepSparse as on an AVX2-only CPU: ``NM_ARCH=avx2`` and, because that alone
 leaves its run-time compiled kernels on AVX-512 VNNI, a /proc/cpuinfo without AVX-512/VNNI/AMX flags
 in a private mount namespace, ``engines.avx2_only_wrapper``; the worker disassembles the code
-DeepSparse generated and the run stops if it holds VNNI instructions). The notes column shows the
-int8 dot-product instructions of each DeepSparse engine's generated code.
+DeepSparse generated and the run stops if it holds VNNI instructions) or ``deepsparse-avx2-fast``
+(the same with ``NM_FAST_VNNI_EMULATION=1``, which DeepSparse offers on CPUs without VNNI: faster int8
+emulation "at the expense of accuracy"; the accuracy columns show what it costs). The notes column
+shows the int8 dot-product instructions of each DeepSparse engine's generated code.
 ``--update`` appends the table, command, date and CPU to BENCHMARKS.md.
 """
 from __future__ import annotations
@@ -159,10 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         engine, path = rest.split(":", 1)
         if not args.bench_python:
             ap.error("--onnx needs --bench-python")
-        avx2 = engine == "deepsparse-avx2"
+        avx2 = engine in ("deepsparse-avx2", "deepsparse-avx2-fast")
+        env = {"NM_ARCH": "avx2", **({"NM_FAST_VNNI_EMULATION": "1"} if engine.endswith("-fast") else {})} if avx2 else None
         print(f"starting {name} ...", file=sys.stderr)
         x = ExternalEngine(name, "deepsparse" if engine.startswith("deepsparse") else engine, path, npz, args.bench_python, args.threads,
-                           {"NM_ARCH": "avx2"} if avx2 else None, avx2_only_wrapper(tempfile.mkdtemp()) if avx2 else None)
+                           env, avx2_only_wrapper(tempfile.mkdtemp()) if avx2 else None)
         if avx2 and "vpdpbusd" in str(x.info.get("jit")):
             raise SystemExit(f"{name}: DeepSparse wrote VNNI code ({x.info['jit']}) although told the CPU is AVX2-only")
         engines.append(x)
