@@ -7,6 +7,15 @@
 #include <immintrin.h>
 #endif
 
+/* q[c] = round-half-even(x[c] / s) clamped to -127..127, for c in c0 .. C-1. */
+static inline void quantize_span(const float *x, int32_t c0, int32_t C, float s, int8_t *q) {
+    for (int32_t c = c0; c < C; c++) {
+        float v = nearbyintf(x[c] / s);
+        v = v > 127.f ? 127.f : (v < -127.f ? -127.f : v);
+        q[c] = (int8_t)v;
+    }
+}
+
 /* x: (C) -> q: (C) int8, returns the scale s = max|x| * fl32(1/127) (0 for an all-zero row).
  * q = round-half-even(x / s), the rounding JAX's jnp.round uses. */
 static float quantize_row(const float *x, int32_t C, int8_t *q) {
@@ -20,11 +29,7 @@ static float quantize_row(const float *x, int32_t C, int8_t *q) {
         return 0.f;
     }
     float s = amax * (1.0f / 127.0f); /* a product, as in runtime/format.py: no division by a constant */
-    for (int32_t c = 0; c < C; c++) {
-        float v = nearbyintf(x[c] / s);
-        v = v > 127.f ? 127.f : (v < -127.f ? -127.f : v);
-        q[c] = (int8_t)v;
-    }
+    quantize_span(x, 0, C, s, q);
     return s;
 }
 
@@ -65,11 +70,7 @@ SP_AVX2 static float quantize_row_amax_avx2(const float *x, int32_t C, float ama
             _mm256_storeu_si256((__m256i *)(q + c), b);
         }
     }
-    for (; c < C; c++) {
-        float v = nearbyintf(x[c] / s);
-        v = v > 127.f ? 127.f : (v < -127.f ? -127.f : v);
-        q[c] = (int8_t)v;
-    }
+    quantize_span(x, c, C, s, q);
     return s;
 }
 
@@ -88,7 +89,7 @@ SP_AVX2 static float quantize_row_avx2(const float *x, int32_t C, int8_t *q) {
     return quantize_row_amax_avx2(x, C, amax, q);
 }
 
-/* layernorm_add (ops_impl.h) of one row by hand, the same operations in the same order (the sums
+/* layernorm_add (ops_impl.h; the scalar build's) of one row by hand, the same operations in the same order (the sums
  * in 8 lanes, element c in lane c % 8, the tail into lanes 0.., combined pairwise; no FMA), in
  * three passes instead of four, the last of which also returns max |out| for quantize_row_amax_avx2. */
 SP_AVX2 static float layernorm_row_avx2(const float *x, const float *r, int32_t C, const float *gamma, const float *beta, float eps,
@@ -104,7 +105,7 @@ SP_AVX2 static float layernorm_row_avx2(const float *x, const float *r, int32_t 
     float a[8];
     _mm256_storeu_ps(a, acc);
     for (int32_t c = C8, k = 0; c < C; c++, k++) a[k] += (o[c] = x[c] + (r ? r[c] : 0.f));
-    const float mean = (((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))) / (float)C;
+    const float mean = sp_lanes8(a) / (float)C;
     const __m256 vm = _mm256_set1_ps(mean);
     acc = _mm256_setzero_ps();
     for (int32_t c = 0; c < C8; c += 8) {
@@ -116,7 +117,7 @@ SP_AVX2 static float layernorm_row_avx2(const float *x, const float *r, int32_t 
         const float d = o[c] - mean;
         a[k] += d * d;
     }
-    const float var = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    const float var = sp_lanes8(a);
     const float inv = 1.f / sqrtf(var / (float)C + eps);
     const __m256 vi = _mm256_set1_ps(inv), signmask = _mm256_set1_ps(-0.0f);
     __m256 vmax = _mm256_setzero_ps();
@@ -198,10 +199,13 @@ SP_AVX2 static inline void prefetch_out16(const sp_lin *L, float *y, int32_t N, 
 
 /* AVX2, exact. vpmaddubsw multiplies unsigned by signed bytes and adds each pair of products into
  * int16 *with saturation*; vpmaddwd by 1 then adds a token's two pairs into its int32 lane.
- * Plain blocks (|w0|+|w1| <= 128 and |w2|+|w3| <= 128; the first of each row, copy_linear): the
- * tile's unsigned bytes (activation + 128, 1..255) times the signed weights, a pair sum at most
- * 255 * 128 = 32,640, never saturated; minus 128 * the plain blocks' weight sum (wsum_plain).
- * Wide blocks (a larger pair; 20-22% of the shipped model's): |w| (unsigned) times the activation
+ * Plain blocks (each pair's positive weights and its negative weights' magnitudes sum to <= 128,
+ * pair_bounds in sparsepulse.c; the first of each row, copy_linear): the tile's unsigned bytes
+ * (activation + 128, 1..255) times the signed weights, a pair sum within +-255 * 128 = 32,640,
+ * never saturated; minus 128 * the plain blocks' weight sum (wsum_plain). The row's first plain
+ * blocks go two by two (up to row_pair): two whose bounds add up to <= 128 each have their pair sums
+ * added in int16 (vpaddw, still within 32,640) before the one vpmaddwd.
+ * Wide blocks (a larger bound; 11% of the shipped model's): |w| (unsigned) times the activation
  * itself (tile byte ^ 0x80, -127..127) with w's sign (vpsignb), a pair sum at most 2 * 127 * 127 =
  * 32,258, never saturated. The sum is exactly the integer sum of the other kernels (|acc| < 2^31
  * as for VNNI). Per block: one 32-bit weight broadcast and SP_TILE/8 loads, vpmaddubsw and

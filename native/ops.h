@@ -10,6 +10,10 @@
 #define SP_EXP_REL_TOL 2e-7f
 #define SP_ERF_ABS_TOL 3.5e-7f
 
+/* The lanes of an 8-lane sum combined pairwise, ((0+1)+(2+3))+((4+5)+(6+7)): the order every
+ * sp_sum8-order sum ends with (ops_impl.h, and the hand-written LayerNorm in kernels.h). */
+static inline float sp_lanes8(const float a[8]) { return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])); }
+
 #define SP_OPS_SUFFIX _ref
 #define SP_OPS_ATTR
 #include "ops_impl.h"

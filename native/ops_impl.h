@@ -66,9 +66,10 @@ SP_OPS_ATTR static inline float SP_FN(sp_sum8)(const float *x, int32_t n) {
     for (; c + 8 <= n; c += 8)
         for (int k = 0; k < 8; k++) a[k] += x[c + k];
     for (int k = 0; c < n; c++, k++) a[k] += x[c];
-    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    return sp_lanes8(a);
 }
 
+#ifndef SP_OPS_HAND_VECTORISED /* the AVX2 build's LayerNorm is layernorm_row_avx2 (kernels.h) */
 /* out = LayerNorm(x + r) row-wise; x, r, out: (T, C); r may be NULL; out may alias x.
  * Mean and variance are sums in the sp_sum8 order (the variance over (v - mean)^2 held in out). */
 SP_OPS_ATTR static void SP_FN(layernorm_add)(const float *x, const float *r, int32_t T, int32_t C, const float *gamma,
@@ -92,12 +93,14 @@ SP_OPS_ATTR static void SP_FN(layernorm_add)(const float *x, const float *r, int
                 const float d = o[c] - mean;
                 a[k] += d * d;
             }
-            var = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+            var = sp_lanes8(a);
         }
         const float inv = 1.f / sqrtf(var / (float)C + eps);
         for (int32_t c = 0; c < C; c++) o[c] = (o[c] - mean) * inv * gamma[c] + beta[c];
     }
 }
+
+#endif
 
 #ifndef SP_OPS_HAND_VECTORISED /* the AVX2 build takes these two from ops_avx2.h */
 /* x <- x * Φ(x) = 0.5 x (1 + erf(x / √2)), exact-erf GELU as in BERT. */

@@ -26,10 +26,11 @@ enum { SP_ISA_SCALAR = 0, SP_ISA_AVX2 = 1, SP_ISA_VNNI = 2 };
 #define SP_AVX2
 #endif
 
-/* A linear layer in the handle's own memory: the 4-block CSR, each row's blocks reordered so that
- * those whose vpmaddubsw pair sums could saturate int16 ("wide" blocks: |w0|+|w1| or |w2|+|w3| >
- * 128) come last, from row_mid on (the AVX2 kernel multiplies them another way, kernels.h; the
- * integer sums of the other kernels do not depend on the order). */
+/* A linear layer in the handle's own memory: the 4-block CSR, each row's blocks reordered for the
+ * AVX2 kernel (kernels.h, lin_tile_avx2; copy_linear): blocks that pair up in int16 first, then the
+ * other plain ones, then those whose vpmaddubsw pair sums could saturate int16 ("wide" blocks,
+ * multiplied another way) from row_mid on. The integer sums of the other kernels do not depend on
+ * the order. */
 typedef struct {
     int32_t out, in, nnz;
     int32_t hd; /* output layout: out / hd blocks of (N, hd) one after another -- hd = out is token-major

@@ -127,7 +127,11 @@ static sp_status check_linear(const sp_linear *l, int32_t out, int32_t in) {
 /* The AVX2 kernel's bounds on a 4-block (kernels.h, lin_tile_avx2): vpmaddubsw adds the products of a
  * pair of unsigned activation bytes (1..255) and signed weights into int16 with saturation. A pair
  * (w0, w1)'s sum lies in [-255 * neg, 255 * pos], pos the sum of its positive weights, neg that of
- * its negative ones' magnitudes. pair_bounds: pos and neg of the pairs (w0, w1) and (w2, w3). */
+ * its negative ones' magnitudes. pair_bounds: pos and neg of the pairs (w0, w1) and (w2, w3).
+ * A block is wide when one of its pair sums could leave int16: a bound above 128 (255 * 128 =
+ * 32,640 is the most a plain pair reaches; a pair of mixed signs never saturates). Two plain
+ * blocks can share one int16 accumulation (vpaddw of their pair sums, then one widening) when
+ * their bounds add up to at most 128 each. */
 static void pair_bounds(const int8_t *w, int32_t b[4]) {
     for (int k = 0; k < 2; k++) {
         const int32_t a = w[2 * k], c = w[2 * k + 1];
@@ -136,15 +140,6 @@ static void pair_bounds(const int8_t *w, int32_t b[4]) {
     }
 }
 
-/* A block is wide when one of its pair sums could leave int16: a bound above 128 (255 * 128 =
- * 32,640 is the most a plain pair reaches; a pair of mixed signs never saturates). Two plain
- * blocks can share one int16 accumulation (vpaddw of their pair sums, then one widening) when
- * their bounds add up to at most 128 each. */
-static int block_wide(const int8_t *w) {
-    int32_t b[4];
-    pair_bounds(w, b);
-    return b[0] > 128 || b[1] > 128 || b[2] > 128 || b[3] > 128;
-}
 
 static int cmp_desc_i64(const void *a, const void *b) {
     const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -165,10 +160,17 @@ static sp_status copy_linear(const sp_linear *l, sp_lin *d, int64_t *bytes) {
     d->wsum_plain = sp_alloc(sizeof(int32_t) * (size_t)l->out);
     d->scale = sp_alloc(sizeof(float) * (size_t)l->out);
     d->bias = sp_alloc(sizeof(float) * (size_t)l->out);
-    int64_t *keys = malloc(sizeof(int64_t) * (size_t)(l->in / SP_BLOCK)); /* a row's plain blocks */
-    int32_t *order = malloc(sizeof(int32_t) * (size_t)(l->in / SP_BLOCK));
+    /* per row: each block's pair_bounds (-1 in [0]: wide), the plain blocks' sort keys, their order; sized
+     * for the longest row (check_linear allows repeated columns, so a row may hold more than in / 4) */
+    size_t maxb = 1;
+    for (int32_t o = 0; o < l->out; o++)
+        if ((size_t)(l->row_ptr[o + 1] - l->row_ptr[o]) > maxb) maxb = (size_t)(l->row_ptr[o + 1] - l->row_ptr[o]);
+    int32_t(*bnd)[4] = malloc(sizeof(int32_t[4]) * maxb);
+    int64_t *keys = malloc(sizeof(int64_t) * maxb);
+    int32_t *order = malloc(sizeof(int32_t) * maxb);
     if (!d->row_ptr || !d->row_pair || !d->row_mid || !d->col_idx || !d->w8 || !d->wsum || !d->wsum_plain || !d->scale || !d->bias ||
-        !keys || !order) {
+        !bnd || !keys || !order) {
+        free(bnd);
         free(keys);
         free(order);
         return SP_ERR_NOMEM;
@@ -182,13 +184,16 @@ static sp_status copy_linear(const sp_linear *l, sp_lin *d, int64_t *bytes) {
         int32_t k = b0, sum = 0, plain = 0, np = 0;
         for (int32_t b = b0; b < b1; b++) {
             const int8_t *w = l->values + (size_t)b * 4;
-            int32_t bb[4];
+            int32_t *bb = bnd[b - b0], mx = 0;
             pair_bounds(w, bb);
-            const int32_t mx = bb[0] > bb[1] ? bb[0] : bb[1], my = bb[2] > bb[3] ? bb[2] : bb[3];
+            for (int i = 0; i < 4; i++) mx = bb[i] > mx ? bb[i] : mx;
             sum += w[0] + w[1] + w[2] + w[3];
-            if (block_wide(w)) continue;
+            if (mx > 128) { /* wide */
+                bb[0] = -1;
+                continue;
+            }
             plain += w[0] + w[1] + w[2] + w[3];
-            keys[np++] = ((int64_t)(mx > my ? mx : my) << 32) | (int64_t)(b - b0);
+            keys[np++] = ((int64_t)mx << 32) | (int64_t)(b - b0);
         }
         qsort(keys, (size_t)np, sizeof(int64_t), cmp_desc_i64);
         int32_t lo = 0, hi = np - 1, npair = 0, nsingle = 0;
@@ -197,9 +202,7 @@ static sp_status copy_linear(const sp_linear *l, sp_lin *d, int64_t *bytes) {
             const int32_t a = b0 + (int32_t)(keys[lo] & 0xffffffff);
             if (lo < hi) {
                 const int32_t c = b0 + (int32_t)(keys[hi] & 0xffffffff);
-                int32_t ba[4], bc[4];
-                pair_bounds(l->values + (size_t)a * 4, ba);
-                pair_bounds(l->values + (size_t)c * 4, bc);
+                const int32_t *ba = bnd[a - b0], *bc = bnd[c - b0];
                 if (ba[0] + bc[0] <= 128 && ba[1] + bc[1] <= 128 && ba[2] + bc[2] <= 128 && ba[3] + bc[3] <= 128) {
                     order[2 * npair] = a, order[2 * npair + 1] = c;
                     npair++, lo++, hi--;
@@ -218,15 +221,15 @@ static sp_status copy_linear(const sp_linear *l, sp_lin *d, int64_t *bytes) {
         d->row_pair[o] = b0 + 2 * npair;
         d->row_mid[o] = k;
         for (int32_t b = b0; b < b1; b++) {
-            const int8_t *w = l->values + (size_t)b * 4;
-            if (!block_wide(w)) continue;
+            if (bnd[b - b0][0] >= 0) continue; /* plain: placed above */
             d->col_idx[k] = l->col_idx[b];
-            memcpy(d->w8 + (size_t)k * 4, w, 4);
+            memcpy(d->w8 + (size_t)k * 4, l->values + (size_t)b * 4, 4);
             k++;
         }
         d->wsum[o] = sum;
         d->wsum_plain[o] = plain;
     }
+    free(bnd);
     free(keys);
     free(order);
     memcpy(d->scale, l->scale, sizeof(float) * (size_t)l->out);
@@ -459,7 +462,7 @@ static void prep_rows(float *x, const float *r, const float *gamma, const float 
             float *o = out + (size_t)t * C;
             const float *rr = r ? r + (size_t)t * C : NULL;
 #if SP_X86
-            if (use_avx2) layernorm_add_avx2(src, rr, 1, C, gamma, beta, eps, o);
+            if (use_avx2) (void)layernorm_row_avx2(src, rr, C, gamma, beta, eps, o);
             else
 #endif
                 layernorm_add_ref(src, rr, 1, C, gamma, beta, eps, o);

@@ -102,6 +102,35 @@ int main(void) {
     bufs[0][0].col[0] = 60000;
     sp_model *m = NULL;
     if (sp_model_create(&cfg, &w, SP_KERNEL_AUTO, &m) != SP_ERR_INDEX || m != NULL) return 5;
+    /* a row holding more blocks than in / 4 (one column repeated: the CSR checks bound only the total,
+     * nnz <= out * in / 4) and a row with a wide block: every kernel's exact integer sum, no read or
+     * write past the load-time scratch */
+    {
+        enum { IN = 8, OUT = 4, REP = 7 };
+        int32_t rp[OUT + 1] = {0, REP, REP + 1, REP + 1, REP + 1};
+        uint16_t col[REP + 1];
+        int8_t val[(REP + 1) * 4];
+        float sc[OUT] = {1.0f, 1.0f, 1.0f, 1.0f}, bi[OUT] = {0.0f, 0.0f, 0.0f, 0.0f}, xs[1] = {1.0f}, y[OUT];
+        int8_t xq[IN] = {127, -127, 5, -3, 100, 1, -100, 7};
+        for (int b = 0; b < REP; b++) {
+            col[b] = 0;
+            for (int k = 0; k < 4; k++) val[b * 4 + k] = (int8_t)(3 * b - 10 + k);
+        }
+        col[REP] = 1;
+        for (int k = 0; k < 4; k++) val[REP * 4 + k] = 127;
+        sp_linear lin = {OUT, IN, REP + 1, rp, col, val, sc, bi};
+        for (int kern = 1; kern <= 3; kern++) {
+            sp_status st = sp_linear_forward(&lin, xq, xs, 1, (sp_kernel)kern, 1, y);
+            if (st == SP_ERR_UNSUPPORTED) continue;
+            if (st != SP_OK) { fprintf(stderr, "long row, kernel %d: %s\n", kern, sp_status_message(st)); return 7; }
+            for (int o = 0; o < OUT; o++) {
+                long want = 0;
+                for (int b = rp[o]; b < rp[o + 1]; b++)
+                    for (int k = 0; k < 4; k++) want += (long)val[b * 4 + k] * xq[col[b] * 4 + k];
+                if (y[o] != (float)want) { fprintf(stderr, "long row, kernel %d, row %d: %f vs %ld\n", kern, o, y[o], want); return 7; }
+            }
+        }
+    }
     sp_model_free(NULL);
     printf("ok\n");
     return 0;
