@@ -353,4 +353,88 @@ SP_AVX512 static void lin_tile2_vnni(const sp_lin *L, const uint8_t *xp, const f
 }
 #endif
 
+#if SP_HAVE_AMX
+/* AMX (Intel's int8 tiles; Sapphire Rapids on), exact: tdpbssd multiplies signed bytes by signed
+ * bytes -- the activations' own int8 rows, no +128 offset -- and adds each token's dot products of
+ * 64 columns to int32 with no saturation, so the sums are exactly the other kernels'. The weights
+ * stay 4-block sparse in memory (sp_lin.amx_*: per 16 rows and 4-column block, a 16-bit mask and
+ * the offset of its blocks); each 16x64 weight tile is expanded into L1 (vpexpandd: one row of the
+ * tile per block column) just before its tile multiplications, so the dense tile never leaves L1.
+ * One call: tokens t0 .. t0+nt-1 (nt <= SP_TILE; their int8 rows at xq, ldq bytes apart, rows up to
+ * SP_TILE present and 64 bytes readable past the last one -- the columns past in meet zero weights),
+ * rows o0 .. o1-1 (o0 a multiple of 16) in pairs of 16-row groups: tiles 0-1 the two halves of the
+ * tokens, 2-3 the two weight tiles, 4-7 the four products. Epilogue: per token, its 16 rows in a
+ * 512-bit register, (xs * scale) * acc + bias, then GELU, as lin_tile_vnni's lanes compute them; y in
+ * L->hd's layout (lin_out). */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} sp_tilecfg;
+
+SP_AMX static void lin_tile_amx(const sp_lin *L, const int8_t *xq, size_t ldq, const float *xs, int32_t o0, int32_t o1, int32_t t0,
+                                int32_t nt, int gelu, float *y, int32_t N) {
+    sp_tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int i = 0; i < 8; i++) cfg.colsb[i] = 64, cfg.rows[i] = 16;
+    _tile_loadconfig(&cfg);
+    const int32_t kp = (L->in + 63) / 64 * 16, kt = kp / 16, two = nt > 16;
+    _Alignas(64) int32_t bt[2][2][256]; /* the weight tiles, two k steps in flight */
+    _Alignas(64) int32_t ct[2][2][256]; /* products: [token half][row group], (16 tokens, 16 rows) */
+    for (int32_t g = o0 / 16; g * 16 < o1; g += 2) {
+        const int gn = (g + 1) * 16 < o1 ? 2 : 1;
+        for (int j = 0; j < gn; j++) /* the output lines, fetched while the tiles multiply (cf. prefetch_out16) */
+            for (int32_t t = 0; t < nt; t++) _mm_prefetch((const char *)lin_out(L, y, N, t0 + t, 16 * (g + j)), _MM_HINT_T0);
+        _tile_zero(4);
+        _tile_zero(5);
+        _tile_zero(6);
+        _tile_zero(7);
+        for (int32_t k = 0; k < kt; k++) {
+            for (int j = 0; j < gn; j++) {
+                const uint16_t *mk = L->amx_mask + (size_t)(g + j) * kp + 16 * k;
+                const uint32_t *of = L->amx_off + (size_t)(g + j) * kp + 16 * k;
+                int32_t *b = bt[k & 1][j];
+                for (int r = 0; r < 16; r++) _mm512_store_si512((void *)(b + 16 * r), _mm512_maskz_expandloadu_epi32(mk[r], L->amx_w + of[r]));
+            }
+            _tile_loadd(0, xq + 64 * k, ldq);
+            _tile_loadd(2, bt[k & 1][0], 64);
+            _tile_dpbssd(4, 0, 2);
+            if (two) {
+                _tile_loadd(1, xq + 16 * ldq + 64 * k, ldq);
+                _tile_dpbssd(6, 1, 2);
+            }
+            if (gn == 2) {
+                _tile_loadd(3, bt[k & 1][1], 64);
+                _tile_dpbssd(5, 0, 3);
+                if (two) _tile_dpbssd(7, 1, 3);
+            }
+        }
+        _tile_stored(4, ct[0][0], 64);
+        _tile_stored(5, ct[0][1], 64);
+        _tile_stored(6, ct[1][0], 64);
+        _tile_stored(7, ct[1][1], 64);
+        for (int j = 0; j < gn; j++) {
+            const int32_t o = 16 * (g + j), nr = o1 - o < 16 ? o1 - o : 16;
+            const __mmask16 mr = (__mmask16)((1u << nr) - 1);
+            const __m512 sc = _mm512_maskz_loadu_ps(mr, L->scale + o), bi = _mm512_maskz_loadu_ps(mr, L->bias + o);
+            /* the 16 rows of a token are one 64-byte line when whole and in one head */
+            const int whole = nr == 16 && L->hd % 16 == 0;
+            for (int32_t t = 0; t < nt; t++) {
+                const __m512i acc = _mm512_load_si512((const void *)(ct[t / 16][j] + 16 * (t % 16)));
+                __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(xs[t]), sc), _mm512_cvtepi32_ps(acc)), bi);
+                if (gelu) v = sp_gelu16(v);
+                if (whole) {
+                    _mm512_storeu_ps(lin_out(L, y, N, t0 + t, o), v);
+                } else { /* two groups of 8 (hd a multiple of 8), the last one possibly short */
+                    _mm256_mask_storeu_ps(lin_out(L, y, N, t0 + t, o), (__mmask8)mr, _mm512_castps512_ps256(v));
+                    if (nr > 8) _mm256_mask_storeu_ps(lin_out(L, y, N, t0 + t, o + 8), (__mmask8)(mr >> 8), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+                }
+            }
+        }
+    }
+    _tile_release();
+}
+#endif
+
 #endif

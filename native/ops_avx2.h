@@ -28,31 +28,34 @@ SP_AVX2 static inline __m256 sp_exp8(__m256 x) {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-/* 8 lanes of sp_erf (ops_impl.h): the same clamps, FMAs (fmaf in the scalar code) and division. */
-SP_AVX2 static inline __m256 sp_erf8(__m256 x) {
-    x = _mm256_max_ps(_mm256_set1_ps(-4.1f), x);
-    x = _mm256_min_ps(_mm256_set1_ps(4.1f), x);
-    const __m256 u = _mm256_mul_ps(x, x);
-    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(SP_ERF_P5), u, _mm256_set1_ps(SP_ERF_P4));
-    p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(SP_ERF_P3));
-    p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(SP_ERF_P2));
-    p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(SP_ERF_P1));
-    p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(SP_ERF_P0));
-    __m256 q = _mm256_fmadd_ps(_mm256_set1_ps(SP_ERF_Q5), u, _mm256_set1_ps(SP_ERF_Q4));
-    q = _mm256_fmadd_ps(q, u, _mm256_set1_ps(SP_ERF_Q3));
-    q = _mm256_fmadd_ps(q, u, _mm256_set1_ps(SP_ERF_Q2));
-    q = _mm256_fmadd_ps(q, u, _mm256_set1_ps(SP_ERF_Q1));
-    q = _mm256_fmadd_ps(q, u, _mm256_set1_ps(1.f));
-    __m256 y = _mm256_div_ps(_mm256_mul_ps(x, p), q);
-    y = _mm256_max_ps(_mm256_set1_ps(-1.f), y);
-    return _mm256_min_ps(_mm256_set1_ps(1.f), y);
-}
-
-/* 8 lanes of GELU, 0.5 x (1 + erf(x / √2)) (also applied in the linear kernels' epilogue). */
-SP_AVX2 static inline __m256 sp_gelu8(__m256 v) {
-    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.f), rs2 = _mm256_set1_ps(0.70710678118654752f);
-    return _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, sp_erf8(_mm256_mul_ps(v, rs2))));
-}
+/* sp_erf (ops_impl.h) on the lanes of a vector (type T, intrinsics prefix P: _mm256 or _mm512):
+ * the same clamps, FMAs (fmaf in the scalar code) and division; and GELU, 0.5 x (1 + erf(x / √2))
+ * (also applied in the linear kernels' epilogues). One body for both widths. */
+#define SP_DEFINE_ERF_GELU(W, T, P, ATTR)                                                                                        \
+    ATTR static inline T sp_erf##W(T x) {                                                                                        \
+        x = P##_max_ps(P##_set1_ps(-4.1f), x);                                                                                   \
+        x = P##_min_ps(P##_set1_ps(4.1f), x);                                                                                    \
+        const T u = P##_mul_ps(x, x);                                                                                            \
+        T p = P##_fmadd_ps(P##_set1_ps(SP_ERF_P5), u, P##_set1_ps(SP_ERF_P4));                                                   \
+        p = P##_fmadd_ps(p, u, P##_set1_ps(SP_ERF_P3));                                                                          \
+        p = P##_fmadd_ps(p, u, P##_set1_ps(SP_ERF_P2));                                                                          \
+        p = P##_fmadd_ps(p, u, P##_set1_ps(SP_ERF_P1));                                                                          \
+        p = P##_fmadd_ps(p, u, P##_set1_ps(SP_ERF_P0));                                                                          \
+        T q = P##_fmadd_ps(P##_set1_ps(SP_ERF_Q5), u, P##_set1_ps(SP_ERF_Q4));                                                   \
+        q = P##_fmadd_ps(q, u, P##_set1_ps(SP_ERF_Q3));                                                                          \
+        q = P##_fmadd_ps(q, u, P##_set1_ps(SP_ERF_Q2));                                                                          \
+        q = P##_fmadd_ps(q, u, P##_set1_ps(SP_ERF_Q1));                                                                          \
+        q = P##_fmadd_ps(q, u, P##_set1_ps(1.f));                                                                                \
+        T y = P##_div_ps(P##_mul_ps(x, p), q);                                                                                   \
+        y = P##_max_ps(P##_set1_ps(-1.f), y);                                                                                    \
+        return P##_min_ps(P##_set1_ps(1.f), y);                                                                                  \
+    }                                                                                                                            \
+    ATTR static inline T sp_gelu##W(T v) {                                                                                       \
+        const T half = P##_set1_ps(0.5f), one = P##_set1_ps(1.f), rs2 = P##_set1_ps(0.70710678118654752f);                      \
+        return P##_mul_ps(P##_mul_ps(half, v), P##_add_ps(one, sp_erf##W(P##_mul_ps(v, rs2))));                                  \
+    }
+SP_DEFINE_ERF_GELU(8, __m256, _mm256, SP_AVX2)
+SP_DEFINE_ERF_GELU(16, __m512, _mm512, SP_AVX512)
 
 /* x <- 0.5 x (1 + erf(x / √2)); the tail (n % 8) runs the scalar code of the same build. */
 SP_AVX2 static void gelu_inplace_avx2(float *x, size_t n) {

@@ -14,14 +14,23 @@
 #define SP_TILE 32 /* tokens per AVX2 tile (a multiple of 8) */
 #define SP_ALIGN 64
 
-/* Instruction-set level of a model handle: the linears' kernel; the float ops use AVX2 from 1 on. */
-enum { SP_ISA_SCALAR = 0, SP_ISA_AVX2 = 1, SP_ISA_VNNI = 2 };
+/* Instruction-set level of a model handle: the linears' kernel; the float ops use AVX2 from 1 on,
+ * and AVX-512 (attention) from 2 on. SP_ISA_AMX: the linears in AMX tiles (int8), the rest as VNNI. */
+enum { SP_ISA_SCALAR = 0, SP_ISA_AVX2 = 1, SP_ISA_VNNI = 2, SP_ISA_AMX = 3 };
 
 #if defined(__x86_64__) || defined(__i386__)
 #define SP_X86 1
 #define SP_AVX2 __attribute__((target("avx2,fma")))
 #define SP_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
+/* AMX tiles: GCC 11+ and clang have the intrinsics; Linux grants the tile state (arch_prctl) */
+#if defined(__linux__) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 11))
+#define SP_HAVE_AMX 1
+#define SP_AMX __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni,amx-tile,amx-int8")))
 #else
+#define SP_HAVE_AMX 0
+#endif
+#else
+#define SP_HAVE_AMX 0
 #define SP_X86 0
 #define SP_AVX2
 #endif
@@ -44,6 +53,13 @@ typedef struct {
     int32_t *wsum_plain; /* (out): the same over the row's blocks before row_mid (the AVX2 kernel's) */
     float *scale;      /* (out) */
     float *bias;       /* (out) */
+    /* the AMX kernel's copy (SP_ISA_AMX handles only; kernels.h, lin_tile_amx): for each group g of
+     * 16 rows and each 4-column block c of the input padded to whole 64-column tiles (kp = in
+     * rounded up to 64, / 4), bit n of amx_mask[g * kp + c] says row 16g + n has a block at c, whose
+     * 4 weights are the int32 amx_w[amx_off[g * kp + c] + (the bits below n)] */
+    uint16_t *amx_mask; /* (out / 16 rounded up, kp) */
+    uint32_t *amx_off;  /* (out / 16 rounded up, kp) */
+    int32_t *amx_w;     /* (nnz) */
 } sp_lin;
 
 static void *sp_alloc(size_t n) {

@@ -1,10 +1,18 @@
 /* SparsePulse native runtime: model handle and the encoder forward pass. See sparsepulse.h. */
+#if defined(__linux__) && !defined(_DEFAULT_SOURCE)
+#define _DEFAULT_SOURCE /* syscall (arch_prctl: the AMX tile state), beside the build's _POSIX_C_SOURCE */
+#endif
 #include <float.h>
 #include <stdatomic.h>
 
 #include "sp_internal.h"
 #include "ops.h"
 #include "kernels.h"
+#if SP_HAVE_AMX
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -46,7 +54,7 @@ static const char *const sp_messages[] = {
     "index out of range (block column, row pointer or token id)",
     "invalid value (NaN, infinite or out-of-range scale or parameter, or a non-finite result)",
     "sequence length out of range (empty or longer than the model's maximum)",
-    "kernel not supported on this CPU",
+    "kernel not supported on this CPU (AMX: nor on a layer with a repeated block column in a row)",
 };
 
 const char *sp_status_message(int status) {
@@ -75,6 +83,28 @@ int sp_cpu_has_avx512_vnni(void) {
 #endif
 }
 
+int sp_cpu_has_amx(void) {
+#if SP_HAVE_AMX
+    static atomic_int known = -1; /* the permission is asked once per process */
+    int v = atomic_load(&known);
+    if (v >= 0) return v;
+    unsigned a, b, c, d;
+    v = 0;
+    if (sp_cpu_has_avx512_vnni() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 24 & 1) && (d >> 25 & 1) &&
+        __get_cpuid(1, &a, &b, &c, &d) && (c >> 27 & 1)) { /* AMX-TILE, AMX-INT8; OSXSAVE */
+        unsigned lo, hi;
+        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        /* XCR0 bits 17-18: the OS saves the tile configuration and data; Linux also wants each
+         * process to ask for the data (ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) */
+        if ((lo >> 17 & 3) == 3 && syscall(SYS_arch_prctl, 0x1023, 18) == 0) v = 1;
+    }
+    atomic_store(&known, v);
+    return v;
+#else
+    return 0;
+#endif
+}
+
 static sp_status pick_kernel(sp_kernel k, int *isa) {
     switch (k) {
     case SP_KERNEL_SCALAR: *isa = SP_ISA_SCALAR; return SP_OK;
@@ -86,8 +116,12 @@ static sp_status pick_kernel(sp_kernel k, int *isa) {
         if (!sp_cpu_has_avx512_vnni()) return SP_ERR_UNSUPPORTED;
         *isa = SP_ISA_VNNI;
         return SP_OK;
+    case SP_KERNEL_AMX:
+        if (!sp_cpu_has_amx()) return SP_ERR_UNSUPPORTED;
+        *isa = SP_ISA_AMX;
+        return SP_OK;
     case SP_KERNEL_AUTO:
-        *isa = sp_cpu_has_avx512_vnni() ? SP_ISA_VNNI : (sp_cpu_has_avx2() ? SP_ISA_AVX2 : SP_ISA_SCALAR);
+        *isa = sp_cpu_has_amx() ? SP_ISA_AMX : sp_cpu_has_avx512_vnni() ? SP_ISA_VNNI : (sp_cpu_has_avx2() ? SP_ISA_AVX2 : SP_ISA_SCALAR);
         return SP_OK;
     }
     return SP_ERR_ARG;
@@ -238,7 +272,51 @@ static sp_status copy_linear(const sp_linear *l, sp_lin *d, int64_t *bytes) {
     return SP_OK;
 }
 
+/* 1 when a row of l holds two blocks of one column (check_linear allows it; the AMX masks cannot
+ * say it), 0 when none does, -1 when out of memory. */
+static int repeated_column(const sp_linear *l) {
+    uint8_t *seen = calloc((size_t)l->in / 4 + 1, 1);
+    if (!seen) return -1;
+    int rep = 0;
+    for (int32_t o = 0; o < l->out && !rep; o++) {
+        for (int32_t b = l->row_ptr[o]; b < l->row_ptr[o + 1]; b++) {
+            rep |= seen[l->col_idx[b]];
+            seen[l->col_idx[b]] = 1;
+        }
+        for (int32_t b = l->row_ptr[o]; b < l->row_ptr[o + 1]; b++) seen[l->col_idx[b]] = 0;
+    }
+    free(seen);
+    return rep;
+}
+
+/* The AMX kernel's copy of a linear without repeated columns (sp_lin.amx_*). */
+static sp_status amx_linear(const sp_linear *l, sp_lin *d, int64_t *bytes) {
+    const size_t kp = (size_t)(l->in + 63) / 64 * 16, G = (size_t)(l->out + 15) / 16;
+    d->amx_mask = calloc(G * kp, sizeof(uint16_t));
+    d->amx_off = sp_alloc(sizeof(uint32_t) * G * kp);
+    d->amx_w = sp_alloc(sizeof(int32_t) * (size_t)l->nnz_blocks);
+    if (!d->amx_mask || !d->amx_off || !d->amx_w) return SP_ERR_NOMEM;
+    for (int32_t o = 0; o < l->out; o++)
+        for (int32_t b = l->row_ptr[o]; b < l->row_ptr[o + 1]; b++) d->amx_mask[(size_t)(o / 16) * kp + l->col_idx[b]] |= (uint16_t)(1u << (o % 16));
+    uint32_t at = 0;
+    for (size_t i = 0; i < G * kp; i++) {
+        d->amx_off[i] = at;
+        at += (uint32_t)__builtin_popcount(d->amx_mask[i]);
+    }
+    for (int32_t o = 0; o < l->out; o++)
+        for (int32_t b = l->row_ptr[o]; b < l->row_ptr[o + 1]; b++) {
+            const size_t i = (size_t)(o / 16) * kp + l->col_idx[b];
+            const uint32_t pos = d->amx_off[i] + (uint32_t)__builtin_popcount(d->amx_mask[i] & ((1u << (o % 16)) - 1));
+            memcpy(d->amx_w + pos, l->values + (size_t)b * 4, 4);
+        }
+    *bytes += (int64_t)(G * kp * 6) + (int64_t)l->nnz_blocks * 4;
+    return SP_OK;
+}
+
 static void free_linear(sp_lin *d) {
+    free(d->amx_mask);
+    free(d->amx_off);
+    free(d->amx_w);
     free(d->row_ptr);
     free(d->row_pair);
     free(d->row_mid);
@@ -284,7 +362,8 @@ int64_t sp_model_bytes(const sp_model *m) { return m ? m->bytes : 0; }
 
 sp_kernel sp_model_kernel(const sp_model *m) {
     if (!m) return SP_KERNEL_AUTO;
-    return m->isa == SP_ISA_VNNI ? SP_KERNEL_AVX512_VNNI : (m->isa == SP_ISA_AVX2 ? SP_KERNEL_AVX2 : SP_KERNEL_SCALAR);
+    static const sp_kernel k[] = {SP_KERNEL_SCALAR, SP_KERNEL_AVX2, SP_KERNEL_AVX512_VNNI, SP_KERNEL_AMX};
+    return k[m->isa];
 }
 
 sp_status sp_model_create(const sp_config *cfg, const sp_weights *w, sp_kernel kernel, sp_model **out) {
@@ -311,6 +390,16 @@ sp_status sp_model_create(const sp_config *cfg, const sp_weights *w, sp_kernel k
     }
     for (int32_t v = 0; v < V; v++)
         if (!scale_ok(w->word_scale[v])) return SP_ERR_VALUE;
+    for (int32_t i = 0; i < L && isa == SP_ISA_AMX; i++) {
+        const sp_layer *ly = &w->layers[i];
+        const sp_linear *src[6] = {&ly->query, &ly->key, &ly->value, &ly->attn_out, &ly->ffn_in, &ly->ffn_out};
+        for (int j = 0; j < 6 && isa == SP_ISA_AMX; j++) {
+            const int r = repeated_column(src[j]);
+            if (r < 0) return SP_ERR_NOMEM;
+            if (r && kernel != SP_KERNEL_AUTO) return SP_ERR_UNSUPPORTED;
+            if (r) isa = SP_ISA_VNNI; /* AUTO: the next best */
+        }
+    }
 
     sp_model *m = calloc(1, sizeof *m);
     if (!m) return SP_ERR_NOMEM;
@@ -349,7 +438,10 @@ sp_status sp_model_create(const sp_config *cfg, const sp_weights *w, sp_kernel k
     for (int32_t i = 0; i < L && st == SP_OK; i++) {
         const sp_layer *ly = &w->layers[i];
         const sp_linear *src[6] = {&ly->query, &ly->key, &ly->value, &ly->attn_out, &ly->ffn_in, &ly->ffn_out};
-        for (int j = 0; j < 6 && st == SP_OK; j++) st = copy_linear(src[j], &m->lin[i * 6 + j], &m->bytes);
+        for (int j = 0; j < 6 && st == SP_OK; j++) {
+            st = copy_linear(src[j], &m->lin[i * 6 + j], &m->bytes);
+            if (st == SP_OK && isa == SP_ISA_AMX) st = amx_linear(src[j], &m->lin[i * 6 + j], &m->bytes);
+        }
         /* q, k and v head-major (each head's (N, D) contiguous: attention_seq reads one head of a
          * sequence as one block) where a head is whole 8-row groups of the SIMD epilogue */
         if ((C / cfg->num_heads) % 8 == 0)
@@ -404,8 +496,8 @@ SP_AVX2 static void scatter8(const int8_t *qb, size_t ld, int32_t C, int32_t t, 
 /* prep_rows' SIMD work on the groups g0 .. g1-1 of 8 tokens, on the calling thread: tokens >= N get
  * zero values and scale; quant == 0: the LayerNorm alone (tokens < N). Token t's row of x is at
  * x + (t - xb) * C, of r at r + (t - rb) * C (a unit's own buffer: xb, rb its first token; else 0).
- * xq: int8 scratch rows of stride ldq per token; xp: the packed tiles from token tbase on (a
- * multiple of SP_TILE). */
+ * xq: int8 rows of stride ldq per token (the AMX kernel's input); xp: the packed tiles from token
+ * tbase on (a multiple of SP_TILE), NULL when no kernel reads them (AMX). */
 static void prep_groups(float *x, int32_t xb, const float *r, int32_t rb, const float *gamma, const float *beta, float eps, float *out,
                         int quant, int32_t N, int32_t C, int8_t *xq, size_t ldq, float *xs, uint8_t *xp, int32_t tbase, int32_t g0,
                         int32_t g1) {
@@ -429,7 +521,7 @@ static void prep_groups(float *x, int32_t xb, const float *r, int32_t rb, const 
                 xs[t] = quantize_row_avx2(src, C, qb + (size_t)k * ldq);
             }
         }
-        if (quant) scatter8(qb, ldq, C, g * 8 - tbase, xp);
+        if (quant && xp) scatter8(qb, ldq, C, g * 8 - tbase, xp);
     }
 }
 #endif
@@ -449,7 +541,8 @@ static void prep_rows(float *x, const float *r, const float *gamma, const float 
          * rows that it wrote itself. xq: (tiles * SP_TILE, C) scratch for the groups' int8 rows. */
         const int32_t units = (N + SP_TILE - 1) / SP_TILE * (SP_TILE / 16);
 #pragma omp parallel for schedule(static) num_threads(nt)
-        for (int32_t u = 0; u < units; u++) prep_groups(x, 0, r, 0, gamma, beta, eps, out, 1, N, C, xq, (size_t)C, xs, xp, 0, 2 * u, 2 * u + 2);
+        for (int32_t u = 0; u < units; u++)
+            prep_groups(x, 0, r, 0, gamma, beta, eps, out, 1, N, C, xq, (size_t)C, xs, isa == SP_ISA_AMX ? NULL : xp, 0, 2 * u, 2 * u + 2);
         return;
     }
 #endif
@@ -483,9 +576,17 @@ static void embed_row(const sp_model *m, int32_t id, int32_t p, float *hr) {
 
 #if SP_X86
 /* One SIMD kernel call on the packed tile(s) at tp (scales sp), rows o0 .. o1-1, tokens t0 .. t0+n-1:
- * both tiles at once (lin_tile2_vnni) when two and n > SP_TILE. */
-static void lin_call(const sp_lin *L, int isa, int two, const uint8_t *tp, const float *sp, int32_t o0, int32_t o1, int32_t t0, int32_t n,
-                     int gelu, float *y, int32_t N) {
+ * both tiles at once (lin_tile2_vnni) when two and n > SP_TILE; AMX: the int8 rows at xq (ldq bytes
+ * apart) of the tile's first token instead, n <= SP_TILE. */
+static void lin_call(const sp_lin *L, int isa, int two, const uint8_t *tp, const int8_t *xq, size_t ldq, const float *sp, int32_t o0,
+                     int32_t o1, int32_t t0, int32_t n, int gelu, float *y, int32_t N) {
+#if SP_HAVE_AMX
+    if (isa == SP_ISA_AMX) {
+        lin_tile_amx(L, xq, ldq, sp, o0, o1, t0, n, gelu, y, N);
+        return;
+    }
+#endif
+    (void)xq, (void)ldq;
     if (two && n > SP_TILE) lin_tile2_vnni(L, tp, sp, o0, o1, t0, n, gelu, y, N);
     else if (isa == SP_ISA_VNNI) lin_tile_vnni(L, tp, sp, o0, o1, t0, n, gelu, y, N);
     else lin_tile_avx2(L, tp, sp, o0, o1, t0, n, gelu, y, N);
@@ -512,7 +613,8 @@ static void run_linears(const sp_lin *L, int nl, const int8_t *xq, const float *
             const int32_t j = w / items, i = w % items / chunks * per, c = w % chunks;
             const int32_t o0 = c * chunk, o1 = o0 + chunk < L->out ? o0 + chunk : L->out;
             const int32_t t0 = i * SP_TILE, n = N - t0 < per * SP_TILE ? N - t0 : per * SP_TILE;
-            lin_call(&L[j], isa, per == 2, xp + (size_t)i * L->in * SP_TILE, xsp + (size_t)i * SP_TILE, o0, o1, t0, n, gelu, y[j], N);
+            lin_call(&L[j], isa, per == 2, xp ? xp + (size_t)i * L->in * SP_TILE : NULL, xq + (size_t)t0 * L->in, (size_t)L->in, xsp + (size_t)i * SP_TILE,
+                     o0, o1, t0, n, gelu, y[j], N);
         }
         return;
     }
@@ -534,14 +636,16 @@ static void run_linear(const sp_lin *L, const int8_t *xq, const float *xs, const
 
 #if SP_X86
 /* run_linear's work on the tiles i0 .. i1-1 (one or two: a unit of the fused forward below), every
- * row, on the calling thread (the same kernels and arithmetic); xpu: the unit's packed tiles; token
- * t's outputs at token t - tb of y (tb: 0, or the unit's first token for its own buffer). */
-static void linear_unit(const sp_lin *L, const uint8_t *xpu, const float *xs, int32_t N, int isa, int gelu, float *y, int32_t tb,
-                        int32_t i0, int32_t i1) {
+ * row, on the calling thread (the same kernels and arithmetic); xpu: the unit's packed tiles (xq:
+ * the int8 rows, ldq bytes apart, for AMX); token t's outputs at token t - tb of y (tb: 0, or the
+ * unit's first token for its own buffer). */
+static void linear_unit(const sp_lin *L, const uint8_t *xpu, const int8_t *xq, size_t ldq, const float *xs, int32_t N, int isa, int gelu,
+                        float *y, int32_t tb, int32_t i0, int32_t i1) {
     const int two = isa == SP_ISA_VNNI && L->in <= 512;
     for (int32_t i = i0; i < i1;) {
         const int32_t t0 = i * SP_TILE, cap = (two && i + 1 < i1 ? 2 : 1) * SP_TILE, n = N - t0 < cap ? N - t0 : cap;
-        lin_call(L, isa, two, xpu + (size_t)(i - i0) * L->in * SP_TILE, xs + (size_t)i * SP_TILE, 0, L->out, t0 - tb, n, gelu, y, N);
+        lin_call(L, isa, two, xpu ? xpu + (size_t)(i - i0) * L->in * SP_TILE : NULL, xq + (size_t)t0 * ldq, ldq, xs + (size_t)i * SP_TILE, 0, L->out,
+                 t0 - tb, n, gelu, y, N);
         i += n > SP_TILE ? 2 : 1;
     }
 }
@@ -594,33 +698,39 @@ sp_status sp_linear_forward(const sp_linear *lin, const int8_t *xq, const float 
         if (xq[i] == -128) return SP_ERR_VALUE;
     int isa;
     if ((st = pick_kernel(kernel, &isa)) != SP_OK) return st;
-    const int use_avx2 = isa >= SP_ISA_AVX2;
+    if (isa == SP_ISA_AMX) {
+        const int r = repeated_column(lin);
+        if (r < 0) return SP_ERR_NOMEM;
+        if (r && kernel != SP_KERNEL_AUTO) return SP_ERR_UNSUPPORTED;
+        if (r) isa = SP_ISA_VNNI;
+    }
+    const int use_avx2 = isa >= SP_ISA_AVX2, packed = use_avx2 && isa != SP_ISA_AMX;
     sp_lin L;
     memset(&L, 0, sizeof L);
     int64_t bytes = 0;
     st = copy_linear(lin, &L, &bytes);
+    if (st == SP_OK && isa == SP_ISA_AMX) st = amx_linear(lin, &L, &bytes);
     const int32_t tiles = (T + SP_TILE - 1) / SP_TILE;
-    uint8_t *xp = use_avx2 ? sp_alloc((size_t)tiles * lin->in * SP_TILE) : NULL;
+    uint8_t *xp = packed ? sp_alloc((size_t)tiles * lin->in * SP_TILE) : NULL;
     float *xsp = use_avx2 ? sp_alloc(sizeof(float) * (size_t)tiles * SP_TILE) : NULL;
-    if (st == SP_OK && use_avx2 && (!xp || !xsp)) st = SP_ERR_NOMEM;
+    /* the rows, zero-padded to whole tiles (zero scale), 64 bytes readable past the last (AMX) */
+    int8_t *qpad = use_avx2 ? calloc((size_t)tiles * SP_TILE * lin->in + 64, 1) : NULL;
+    if (st == SP_OK && use_avx2 && ((packed && !xp) || !xsp || !qpad)) st = SP_ERR_NOMEM;
     if (st == SP_OK) {
         const int nt = nthreads(threads);
         if (use_avx2) {
+            memset(xsp, 0, sizeof(float) * (size_t)tiles * SP_TILE);
+            memcpy(xsp, xs, sizeof(float) * (size_t)T);
+            memcpy(qpad, xq, (size_t)T * lin->in);
 #if SP_X86
-            /* the rows, zero-padded to whole tiles (zero scale), packed 8 at a time */
-            int8_t *qpad = calloc((size_t)tiles * SP_TILE * lin->in, 1);
-            if (!qpad) st = SP_ERR_NOMEM;
-            else {
-                memset(xsp, 0, sizeof(float) * (size_t)tiles * SP_TILE);
-                memcpy(xsp, xs, sizeof(float) * (size_t)T);
-                memcpy(qpad, xq, (size_t)T * lin->in);
+            /* packed 8 rows at a time */
+            if (packed)
                 for (int32_t g = 0; g < tiles * (SP_TILE / 8); g++) scatter8(qpad + (size_t)g * 8 * lin->in, (size_t)lin->in, lin->in, g * 8, xp);
-            }
-            free(qpad);
 #endif
         }
-        if (st == SP_OK) run_linear(&L, xq, xs, xp, xsp, T, isa, nt, 0, y);
+        run_linear(&L, use_avx2 ? qpad : xq, xs, xp, xsp, T, isa, nt, 0, y);
     }
+    free(qpad);
     free(xp);
     free(xsp);
     free_linear(&L);
@@ -647,8 +757,8 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
         if (ids[t] < 0 || ids[t] >= cfg->vocab_size) return SP_ERR_INDEX;
 
     const int nt = nthreads(threads);
-    const int isa = m->isa, avx = isa >= SP_ISA_AVX2;
-    const int w512 = isa == SP_ISA_VNNI && (C / cfg->num_heads) % 16 == 0; /* attention's products in 512-bit registers */
+    const int isa = m->isa, avx = isa >= SP_ISA_AVX2, packed = avx && isa != SP_ISA_AMX; /* packed: the tiles xp */
+    const int w512 = isa >= SP_ISA_VNNI && (C / cfg->num_heads) % 16 == 0; /* attention's products in 512-bit registers */
     const int32_t tiles = (N + SP_TILE - 1) / SP_TILE, units = (tiles + 1) / 2; /* units: 2 tiles */
     const size_t NC = (size_t)N * C, NI = (size_t)N * I;
     const size_t scratch_per = ((size_t)Tmax + (size_t)(C / H) + 1) * (size_t)((Tmax + 7) / 8 * 8); /* attention_seq_avx2's */
@@ -661,7 +771,8 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
         sizeof(int32_t) * (size_t)(n_seqs + 1), sizeof(float) * NC, sizeof(float) * NC, sizeof(float) * NC, sizeof(float) * NC,
         /* W_FF: the feed-forward activations (N, I), or in the fused schedule each thread's unit buffer */
         sizeof(float) * NC, fused ? sizeof(float) * (size_t)nt * 2 * SP_TILE * W : sizeof(float) * NI,
-        (size_t)tiles * SP_TILE * W, sizeof(float) * (size_t)tiles * SP_TILE, avx ? (size_t)tiles * SP_TILE * W : 0,
+        /* W_XQ: 64 bytes past the last row for the AMX kernel's last column tile */
+        (size_t)tiles * SP_TILE * W + 64, sizeof(float) * (size_t)tiles * SP_TILE, packed ? (size_t)tiles * SP_TILE * W : 0,
         sizeof(float) * scratch_per * (size_t)nt, fused ? sizeof(int32_t) * (size_t)N : 0};
     size_t at[W_N], total = 0;
     for (int i = 0; i < W_N; i++) {
@@ -688,7 +799,7 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
     if (base) {
         h = (float *)(base + at[W_H]), q = (float *)(base + at[W_Q]), k = (float *)(base + at[W_K]), v = (float *)(base + at[W_V]);
         ctx = (float *)(base + at[W_CTX]), ff = (float *)(base + at[W_FF]), xq = (int8_t *)(base + at[W_XQ]);
-        xs = (float *)(base + at[W_XS]), xp = avx ? (uint8_t *)(base + at[W_XP]) : NULL, scratch = (float *)(base + at[W_SCRATCH]);
+        xs = (float *)(base + at[W_XS]), xp = packed ? (uint8_t *)(base + at[W_XP]) : NULL, scratch = (float *)(base + at[W_SCRATCH]);
     }
     sp_status st = base ? SP_OK : SP_ERR_NOMEM;
     /* q, k, v: token j of head hh at [hh * hs + j * ld] (head-major, or token-major rows; sp_lin.hd) */
@@ -736,11 +847,11 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
                 const int32_t i1 = i0 + 2 < ie ? i0 + 2 : ie, g1 = 4 * i1 < G ? 4 * i1 : G, t1 = SP_TILE * i1 < N ? SP_TILE * i1 : N;
                 for (int32_t t = SP_TILE * i0; t < t1; t++) embed_row(m, ids[t], pos[t], h + (size_t)t * C);
                 a = SP_NOW();
-                uint8_t *xpu = xp + (size_t)i0 * tstride;
+                uint8_t *xpu = xp ? xp + (size_t)i0 * tstride : NULL;
                 prep_groups(h, 0, NULL, 0, m->emb_g, m->emb_b, eps, h, 1, N, C, xq, W, xs, xpu, SP_TILE * i0, 4 * i0, g1);
                 b = SP_NOW();
                 if (th == 0) t_prep += b - a;
-                for (int j = 0; j < 3; j++) linear_unit(&m->lin[j], xpu, xs, N, isa, 0, qkv[j], 0, i0, i1);
+                for (int j = 0; j < 3; j++) linear_unit(&m->lin[j], xpu, xq, W, xs, N, isa, 0, qkv[j], 0, i0, i1);
                 if (th == 0) t_lin += SP_NOW() - b;
             }
             for (int32_t l = 0; l < cfg->num_layers; l++) {
@@ -758,26 +869,26 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
                 if (th == 0) t_att += SP_NOW() - a;
                 for (int32_t i0 = ib; i0 < ie; i0 += 2) { /* the same units as above */
                     const int32_t i1 = i0 + 2 < ie ? i0 + 2 : ie, g0 = 4 * i0, g1 = 4 * i1 < G ? 4 * i1 : G;
-                    uint8_t *xpu = xp + (size_t)i0 * tstride;
+                    uint8_t *xpu = xp ? xp + (size_t)i0 * tstride : NULL;
                     double tp = 0, tl = 0;
                     a = SP_NOW();
                     const int32_t T0 = SP_TILE * i0;
                     prep_groups(ctx, 0, NULL, 0, NULL, NULL, eps, NULL, 1, N, C, xq, W, xs, xpu, T0, g0, g1);
                     b = SP_NOW(), tp += b - a;
-                    linear_unit(&lin[3], xpu, xs, N, isa, 0, ub, T0, i0, i1); /* attention output projection */
+                    linear_unit(&lin[3], xpu, xq, W, xs, N, isa, 0, ub, T0, i0, i1); /* attention output projection */
                     a = SP_NOW(), tl += a - b;
                     prep_groups(h, 0, ub, T0, ln, ln + C, eps, h, 1, N, C, xq, W, xs, xpu, T0, g0, g1);
                     b = SP_NOW(), tp += b - a;
-                    linear_unit(&lin[4], xpu, xs, N, isa, 1, ub, T0, i0, i1);
+                    linear_unit(&lin[4], xpu, xq, W, xs, N, isa, 1, ub, T0, i0, i1);
                     a = SP_NOW(), tl += a - b;
                     prep_groups(ub, T0, NULL, 0, NULL, NULL, eps, NULL, 1, N, I, xq, W, xs, xpu, T0, g0, g1);
                     b = SP_NOW(), tp += b - a;
-                    linear_unit(&lin[5], xpu, xs, N, isa, 0, ub, T0, i0, i1);
+                    linear_unit(&lin[5], xpu, xq, W, xs, N, isa, 0, ub, T0, i0, i1);
                     a = SP_NOW(), tl += a - b;
                     prep_groups(h, 0, ub, T0, ln + 2 * C, ln + 3 * C, eps, h, !last, N, C, xq, W, xs, xpu, T0, g0, g1);
                     b = SP_NOW(), tp += b - a;
                     if (!last)
-                        for (int j = 0; j < 3; j++) linear_unit(&lin[6 + j], xpu, xs, N, isa, 0, qkv[j], 0, i0, i1);
+                        for (int j = 0; j < 3; j++) linear_unit(&lin[6 + j], xpu, xq, W, xs, N, isa, 0, qkv[j], 0, i0, i1);
                     tl += SP_NOW() - b;
                     if (th == 0) t_prep += tp, t_lin += tl;
                 }

@@ -30,7 +30,7 @@
 extern "C" {
 #endif
 
-#define SP_ABI_VERSION 3
+#define SP_ABI_VERSION 4
 #define SP_BLOCK 4
 /* Largest in/out dimension of a linear layer (and the largest intermediate size). It keeps every
  * integer accumulator exact: |sum| <= in * 255 * 127 < 2^31 for in <= 65536 (the VNNI kernel adds
@@ -51,10 +51,14 @@ typedef enum {
     SP_ERR_UNSUPPORTED = 7 /* requested kernel not available on this CPU */
 } sp_status;
 
-/* Kernel choice: AUTO picks the best the CPU has: AVX512_VNNI (sparse INT8 linears with
- * vpdpbusd, everything else as AVX2), then AVX2, else the scalar reference. All give identical
- * integer accumulations; AVX2 and AVX512_VNNI give bit-identical outputs. */
-typedef enum { SP_KERNEL_AUTO = 0, SP_KERNEL_SCALAR = 1, SP_KERNEL_AVX2 = 2, SP_KERNEL_AVX512_VNNI = 3 } sp_kernel;
+/* Kernel choice: AUTO picks the best the CPU has: AMX (the linears in Intel AMX int8 tiles, the
+ * weights kept 4-block sparse and expanded tile by tile; everything else as AVX512_VNNI), then
+ * AVX512_VNNI (sparse INT8 linears with vpdpbusd, attention in AVX-512, the rest as AVX2), then
+ * AVX2, else the scalar reference. All give identical integer accumulations; AVX2, AVX512_VNNI and
+ * AMX give bit-identical outputs. AMX takes linears without repeated block columns in a row (every
+ * exported model): AUTO falls back to AVX512_VNNI for others, an explicit AMX gets
+ * SP_ERR_UNSUPPORTED. */
+typedef enum { SP_KERNEL_AUTO = 0, SP_KERNEL_SCALAR = 1, SP_KERNEL_AVX2 = 2, SP_KERNEL_AVX512_VNNI = 3, SP_KERNEL_AMX = 4 } sp_kernel;
 
 typedef struct {
     int32_t vocab_size, hidden, num_layers, num_heads, intermediate, max_position, type_vocab_size, num_labels;
@@ -96,6 +100,8 @@ int sp_abi_version(void);
 /* 1 when the running CPU supports the AVX2 kernels, else 0. */
 int sp_cpu_has_avx2(void);
 int sp_cpu_has_avx512_vnni(void); /* AVX-512 F/BW/VL + VNNI (and AVX2/FMA) */
+/* AVX-512 VNNI + AMX-TILE/AMX-INT8, the OS saving the tile state, and (Linux) the process granted it. */
+int sp_cpu_has_amx(void);
 
 /* Validate and copy the weights; *out receives the handle (NULL on error). */
 sp_status sp_model_create(const sp_config *cfg, const sp_weights *w, sp_kernel kernel, sp_model **out);

@@ -18,7 +18,7 @@ except ImportError as e:  # pragma: no cover - only without a build
         f"which compiles native/ through cffi ({e})"
     ) from e
 
-KERNELS = {"auto": lib.SP_KERNEL_AUTO, "scalar": lib.SP_KERNEL_SCALAR, "avx2": lib.SP_KERNEL_AVX2, "avx512vnni": lib.SP_KERNEL_AVX512_VNNI}
+KERNELS = {"auto": lib.SP_KERNEL_AUTO, "scalar": lib.SP_KERNEL_SCALAR, "avx2": lib.SP_KERNEL_AVX2, "avx512vnni": lib.SP_KERNEL_AVX512_VNNI, "amx": lib.SP_KERNEL_AMX}
 
 
 def _check(status: int, where: str) -> None:
@@ -34,9 +34,14 @@ def cpu_has_avx512_vnni() -> bool:
     return bool(lib.sp_cpu_has_avx512_vnni())
 
 
+def cpu_has_amx() -> bool:
+    """AMX int8 tiles usable: the CPU has them, the OS saves their state and granted it to this process."""
+    return bool(lib.sp_cpu_has_amx())
+
+
 def available_kernels() -> list[str]:
     """The explicit kernels this CPU runs, reference first ("auto" picks the last)."""
-    return ["scalar"] + (["avx2"] if cpu_has_avx2() else []) + (["avx512vnni"] if cpu_has_avx512_vnni() else [])
+    return ["scalar"] + (["avx2"] if cpu_has_avx2() else []) + (["avx512vnni"] if cpu_has_avx512_vnni() else []) + (["amx"] if cpu_has_amx() else [])
 
 
 def _kernel(kernel: str) -> int:
@@ -119,7 +124,7 @@ class NativeModel:
 
     @property
     def isa_name(self) -> str:
-        """The kernel in use ("auto" resolved): scalar, avx2 or avx512vnni."""
+        """The kernel in use ("auto" resolved): scalar, avx2, avx512vnni or amx."""
         k = int(lib.sp_model_kernel(self._handle))
         return next(name for name, v in KERNELS.items() if v == k and name != "auto")
 

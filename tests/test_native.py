@@ -12,7 +12,7 @@ import np_reference as ref
 
 KERNELS = available_kernels()
 #: every kernel the library has; those this CPU lacks are skipped with a reason (never silently dropped)
-ALL_KERNELS = ("scalar", "avx2", "avx512vnni")
+ALL_KERNELS = ("scalar", "avx2", "avx512vnni", "amx")
 
 
 def _need(kernel: str) -> None:
@@ -103,6 +103,25 @@ def test_kernels_agree_bitwise(kernel):
     ref = linear_forward(*args, kernel="scalar")
     # avx2, and avx512vnni (u8 x s8 with a +128 offset)
     np.testing.assert_array_equal(linear_forward(*args, kernel=kernel), ref, err_msg=kernel)
+
+
+def test_amx_repeated_column():
+    """A row holding one block column twice (the C checks allow it; AMX's per-column masks cannot say it): an
+    explicit AMX is refused with a status, AUTO takes the next best kernel -- the exact sum either way."""
+    rng = np.random.default_rng(3)
+    col = np.array([2, 0, 2, 1, 3], np.uint16)  # row 0: column 2 twice
+    rp = np.array([0, 3, 5], np.int32)
+    vals = rng.integers(-127, 128, (5, 4)).astype(np.int8)
+    xq = rng.integers(-127, 128, (3, 16)).astype(np.int8)
+    xs = np.ones(3, np.float32)
+    args = (vals, col, rp, np.ones(2, np.float32), np.zeros(2, np.float32), (2, 16), xq, xs)
+    blocks = xq.reshape(3, 4, 4).astype(np.int64)
+    want = np.stack([sum(blocks[:, c] @ vals[b].astype(np.int64) for b, c in zip(range(rp[o], rp[o + 1]), col[rp[o]:rp[o + 1]])) for o in range(2)], 1)
+    np.testing.assert_array_equal(linear_forward(*args, kernel="auto"), want.astype(np.float32))
+    if "amx" not in KERNELS:
+        pytest.skip(f"this CPU has no amx (kernels here: {', '.join(KERNELS)}); AUTO checked above")
+    with pytest.raises(NativeError, match="AMX"):
+        linear_forward(*args, kernel="amx")
 
 
 def _tiny_model(tmp_path, sparsity=0.8, seed=0, config=TINY_CONFIG):

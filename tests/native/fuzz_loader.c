@@ -125,7 +125,7 @@ static void one(void) {
         layers[l].attn_ln_gamma = g; layers[l].attn_ln_beta = bta; layers[l].ffn_ln_gamma = g; layers[l].ffn_ln_beta = bta;
     }
     sp_weights w = {word, word_scale, pos, typ, g, bta, layers, pw, pb, cw, cb};
-    sp_kernel kernel = (sp_kernel)pick(0, 3);
+    sp_kernel kernel = (sp_kernel)pick(0, 4);
     for (int c = 0; c < ncorrupt; c++) {
         switch (rnd() % 6) {
         case 0: case 1: case 2: {
@@ -208,7 +208,7 @@ static void one(void) {
             for (int32_t i = 0; i < T * in; i++) xq[i] = (int8_t)pick(-127, 127);
             float *xs = floats((size_t)T, 0.1f), *y = malloc(sizeof(float) * (size_t)T * out);
             for (int32_t t = 0; t < T; t++) xs[t] = fabsf(xs[t]) + 1e-3f;
-            (void)sp_linear_forward(lin, xq, xs, (rnd() % 8) ? T : -T, (sp_kernel)pick(0, 3), 1, y);
+            (void)sp_linear_forward(lin, xq, xs, (rnd() % 8) ? T : -T, (sp_kernel)pick(0, 4), 1, y);
             free(xq); free(xs); free(y);
         }
     }

@@ -61,7 +61,7 @@ int main(void) {
     sp_weights w = {word, word_scale, pos, typ, g, bta, layers, pw, pb, cw, cb};
     int32_t ids[] = {1, 5, 7, 2, 49, 0, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 9};
     int32_t lens[] = {1, 4, 18};
-    float probs[3][3 * K]; /* scalar, AVX2, AVX-512 VNNI */
+    float probs[4][3 * K]; /* scalar, AVX2, AVX-512 VNNI, AMX */
     /* a batch big enough for the SIMD kernels' fused schedule at 2 threads (>= 8 sequences, >= 4 units of 64 tokens) */
     enum { NB = 16 };
     static int32_t bids[NB * P];
@@ -70,9 +70,9 @@ int main(void) {
         blens[s] = 17 + s % 8;
         for (int p = 0; p < blens[s]; p++) bids[ntok++] = (s * 7 + p * 3) % V;
     }
-    static float bprobs[3][NB * K];
-    int ran[3] = {0, 0, 0};
-    for (int kern = 1; kern <= 3; kern++) {
+    static float bprobs[4][NB * K];
+    int ran[4] = {0, 0, 0, 0};
+    for (int kern = 1; kern <= 4; kern++) {
         sp_model *m = NULL;
         sp_status st = sp_model_create(&cfg, &w, (sp_kernel)kern, &m);
         if (st == SP_ERR_UNSUPPORTED) { fprintf(stderr, "kernel %d: not on this CPU, not compared\n", kern); continue; }
@@ -91,11 +91,11 @@ int main(void) {
     if (!ran[0]) return 6; /* the scalar reference always exists */
     for (int i = 0; i < 3 * K; i++) {
         if (!(probs[0][i] >= 0.0f && probs[0][i] <= 1.0f)) { fprintf(stderr, "probability out of range at %d\n", i); return 4; }
-        for (int k = 1; k < 3; k++) /* only the kernels that ran: nothing is copied in for a missing one */
+        for (int k = 1; k < 4; k++) /* only the kernels that ran: nothing is copied in for a missing one */
             if (ran[k] && !(probs[0][i] == probs[k][i])) { fprintf(stderr, "kernel %d differs from scalar at %d\n", k + 1, i); return 4; }
     }
     for (int i = 0; i < NB * K; i++)
-        for (int k = 1; k < 3; k++)
+        for (int k = 1; k < 4; k++)
             if (ran[k] && !(bprobs[0][i] == bprobs[k][i])) { fprintf(stderr, "kernel %d differs from scalar on the batch at %d\n", k + 1, i); return 4; }
     /* a corrupt block index must be refused, not read */
     layers[0].query.col_idx = bufs[0][0].col;
@@ -119,9 +119,9 @@ int main(void) {
         col[REP] = 1;
         for (int k = 0; k < 4; k++) val[REP * 4 + k] = 127;
         sp_linear lin = {OUT, IN, REP + 1, rp, col, val, sc, bi};
-        for (int kern = 1; kern <= 3; kern++) {
+        for (int kern = 0; kern <= 4; kern++) { /* AUTO too: on an AMX CPU it falls back to VNNI for this row */
             sp_status st = sp_linear_forward(&lin, xq, xs, 1, (sp_kernel)kern, 1, y);
-            if (st == SP_ERR_UNSUPPORTED) continue;
+            if (st == SP_ERR_UNSUPPORTED && kern != SP_KERNEL_AUTO) continue; /* not on this CPU, or AMX (repeated column) */
             if (st != SP_OK) { fprintf(stderr, "long row, kernel %d: %s\n", kern, sp_status_message(st)); return 7; }
             for (int o = 0; o < OUT; o++) {
                 long want = 0;
