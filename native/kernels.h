@@ -74,7 +74,42 @@ SP_AVX2 static float quantize_row_amax_avx2(const float *x, int32_t C, float ama
     return s;
 }
 
-SP_AVX2 static float quantize_row_avx2(const float *x, int32_t C, int8_t *q) {
+/* max |x| over C values in 512-bit registers (a max: any order gives the same). */
+SP_AVX512 static float amax_512(const float *x, int32_t C) {
+    __m512 vmax = _mm512_setzero_ps();
+    int32_t c = 0;
+    for (; c + 16 <= C; c += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(x + c)));
+    if (c < C) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_maskz_loadu_ps((__mmask16)((1u << (C - c)) - 1), x + c)));
+    return _mm512_reduce_max_ps(vmax);
+}
+
+/* quantize_row_amax_avx2 in 512-bit registers, runs of 64 values (the same margin per value, so
+ * the same result whatever the run length), the rest by quantize_row_amax_avx2. */
+SP_AVX512 static float quantize_row_amax_512(const float *x, int32_t C, float amax, int8_t *q) {
+    if (amax == 0.f || amax < 1e-30f) return quantize_row_amax_avx2(x, C, amax, q);
+    const float s = amax * (1.0f / 127.0f);
+    const __m512 vs = _mm512_set1_ps(s), vr = _mm512_set1_ps(1.f / s), near = _mm512_set1_ps(0.5f - 4e-5f);
+    int32_t c = 0;
+    for (; c + 64 <= C; c += 64) {
+        __m512 v[4];
+        __mmask16 flag = 0;
+        for (int k = 0; k < 4; k++) {
+            const __m512 y = _mm512_mul_ps(_mm512_loadu_ps(x + c + 16 * k), vr);
+            v[k] = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            flag |= _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(y, v[k])), near, _CMP_GT_OQ);
+        }
+        if (flag)
+            for (int k = 0; k < 4; k++)
+                v[k] = _mm512_roundscale_ps(_mm512_div_ps(_mm512_loadu_ps(x + c + 16 * k), vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        for (int k = 0; k < 4; k++) _mm_storeu_si128((__m128i *)(q + c + 16 * k), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v[k])));
+    }
+    if (c < C) (void)quantize_row_amax_avx2(x + c, C - c, amax, q + c);
+    return s;
+}
+
+/* quantize_row: max |x|, then the SIMD quantiser; w512: the 512-bit versions (AVX-512 CPUs). */
+SP_AVX2 static float quantize_row_avx2(const float *x, int32_t C, int w512, int8_t *q) {
+    if (w512) return quantize_row_amax_512(x, C, amax_512(x, C), q);
     const __m256 signmask = _mm256_set1_ps(-0.0f);
     __m256 vmax = _mm256_setzero_ps();
     int32_t c = 0;
@@ -385,7 +420,7 @@ SP_AMX static void lin_tile_amx(const sp_lin *L, const int8_t *xq, size_t ldq, c
     for (int32_t g = o0 / 16; g * 16 < o1; g += 2) {
         const int gn = (g + 1) * 16 < o1 ? 2 : 1;
         for (int j = 0; j < gn; j++) /* the output lines, fetched while the tiles multiply (cf. prefetch_out16) */
-            for (int32_t t = 0; t < nt; t++) _mm_prefetch((const char *)lin_out(L, y, N, t0 + t, 16 * (g + j)), _MM_HINT_T0);
+            for (int32_t t = 0; t < nt; t++) __builtin_prefetch(lin_out(L, y, N, t0 + t, 16 * (g + j)), 1, 3); /* prefetchw: the lines the other core may hold */
         _tile_zero(4);
         _tile_zero(5);
         _tile_zero(6);

@@ -25,7 +25,7 @@ enum { SP_ISA_SCALAR = 0, SP_ISA_AVX2 = 1, SP_ISA_VNNI = 2, SP_ISA_AMX = 3 };
 /* AMX tiles: GCC 11+ and clang have the intrinsics; Linux grants the tile state (arch_prctl) */
 #if defined(__linux__) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 11))
 #define SP_HAVE_AMX 1
-#define SP_AMX __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni,amx-tile,amx-int8")))
+#define SP_AMX __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni,amx-tile,amx-int8,prfchw")))
 #else
 #define SP_HAVE_AMX 0
 #endif

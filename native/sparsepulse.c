@@ -497,10 +497,11 @@ SP_AVX2 static void scatter8(const int8_t *qb, size_t ld, int32_t C, int32_t t, 
  * zero values and scale; quant == 0: the LayerNorm alone (tokens < N). Token t's row of x is at
  * x + (t - xb) * C, of r at r + (t - rb) * C (a unit's own buffer: xb, rb its first token; else 0).
  * xq: int8 rows of stride ldq per token (the AMX kernel's input); xp: the packed tiles from token
- * tbase on (a multiple of SP_TILE), NULL when no kernel reads them (AMX). */
+ * tbase on (a multiple of SP_TILE), NULL when no kernel reads them (AMX). w512: the quantiser in
+ * 512-bit registers (AVX-512 CPUs). */
 static void prep_groups(float *x, int32_t xb, const float *r, int32_t rb, const float *gamma, const float *beta, float eps, float *out,
                         int quant, int32_t N, int32_t C, int8_t *xq, size_t ldq, float *xs, uint8_t *xp, int32_t tbase, int32_t g0,
-                        int32_t g1) {
+                        int32_t g1, int w512) {
     for (int32_t g = g0; g < g1; g++) {
         int8_t *qb = xq + (size_t)g * 8 * ldq;
         for (int32_t k = 0; k < 8; k++) {
@@ -516,9 +517,9 @@ static void prep_groups(float *x, int32_t xb, const float *r, int32_t rb, const 
             if (gamma) {
                 float *o = out + (size_t)t * C;
                 const float amax = layernorm_row_avx2(src, r ? r + (size_t)(t - rb) * C : NULL, C, gamma, beta, eps, o);
-                if (quant) xs[t] = quantize_row_amax_avx2(o, C, amax, qb + (size_t)k * ldq);
+                if (quant) xs[t] = w512 ? quantize_row_amax_512(o, C, amax, qb + (size_t)k * ldq) : quantize_row_amax_avx2(o, C, amax, qb + (size_t)k * ldq);
             } else if (quant) {
-                xs[t] = quantize_row_avx2(src, C, qb + (size_t)k * ldq);
+                xs[t] = quantize_row_avx2(src, C, w512, qb + (size_t)k * ldq);
             }
         }
         if (quant && xp) scatter8(qb, ldq, C, g * 8 - tbase, xp);
@@ -526,13 +527,14 @@ static void prep_groups(float *x, int32_t xb, const float *r, int32_t rb, const 
 }
 #endif
 
-/* The row-wise work before a linear layer, fused into one pass per row (one parallel region):
+/* The row-wise work before a linear layer, fused into one pass per row (a worksharing loop: called
+ * by every thread of a parallel region, ending with its barrier):
  *   src = LayerNorm(x + r) -> out   when gamma != NULL (r may be NULL), else src = x;
  *   per-token INT8 quantisation of src -> xs, and xq (scalar kernel) or the packed tiles xp
  *                                   (uint8, q + 128) when quant.
  * Every step is the same arithmetic as the unfused ops, row by row. */
 static void prep_rows(float *x, const float *r, const float *gamma, const float *beta, float eps, float *out, int quant,
-                      int32_t N, int32_t C, int8_t *xq, float *xs, uint8_t *xp, int isa, int nt) {
+                      int32_t N, int32_t C, int8_t *xq, float *xs, uint8_t *xp, int isa) {
 #if SP_X86
     if (isa >= SP_ISA_AVX2 && quant) {
         /* groups of 8 tokens over the whole tiles (tokens >= N: zero values and scale), in units
@@ -540,15 +542,16 @@ static void prep_rows(float *x, const float *r, const float *gamma, const float 
          * split into contiguous ranges as run_linear splits the tokens: a thread mostly reads
          * rows that it wrote itself. xq: (tiles * SP_TILE, C) scratch for the groups' int8 rows. */
         const int32_t units = (N + SP_TILE - 1) / SP_TILE * (SP_TILE / 16);
-#pragma omp parallel for schedule(static) num_threads(nt)
+#pragma omp for schedule(static)
         for (int32_t u = 0; u < units; u++)
-            prep_groups(x, 0, r, 0, gamma, beta, eps, out, 1, N, C, xq, (size_t)C, xs, isa == SP_ISA_AMX ? NULL : xp, 0, 2 * u, 2 * u + 2);
+            prep_groups(x, 0, r, 0, gamma, beta, eps, out, 1, N, C, xq, (size_t)C, xs, isa == SP_ISA_AMX ? NULL : xp, 0, 2 * u, 2 * u + 2,
+                        isa >= SP_ISA_VNNI);
         return;
     }
 #endif
     const int use_avx2 = isa >= SP_ISA_AVX2;
     (void)xp;
-#pragma omp parallel for schedule(static) num_threads(nt)
+#pragma omp for schedule(static)
     for (int32_t t = 0; t < N; t++) {
         float *src = x + (size_t)t * C;
         if (gamma) {
@@ -593,22 +596,30 @@ static void lin_call(const sp_lin *L, int isa, int two, const uint8_t *tp, const
 }
 #endif
 
-/* y[j]: (N, out) = linear j of L[0 .. nl-1] (layers of the same input and width, e.g. q, k and v: one parallel
- * region for all of them, one barrier instead of nl) on xq, GELU(linear) when gelu (the same
+/* y[j]: (N, out) = linear j of L[0 .. nl-1] (layers of the same input and width, e.g. q, k and v: one
+ * worksharing loop for all of them, one barrier instead of nl) on xq, GELU(linear) when gelu (the same
  * per-element arithmetic as gelu_inplace, applied in the kernels' epilogue); xp: packed tiles and
- * xsp: (tiles * SP_TILE) scales for the SIMD paths. */
+ * xsp: (tiles * SP_TILE) scales for the SIMD paths. Called by every thread of a parallel region. */
 static void run_linears(const sp_lin *L, int nl, const int8_t *xq, const float *xs, const uint8_t *xp, const float *xsp, int32_t N,
-                        int isa, int nt, int gelu, float *const *y) {
+                        int isa, int gelu, float *const *y) {
 #if SP_X86
     if (isa >= SP_ISA_AVX2) {
         const int32_t tiles = (N + SP_TILE - 1) / SP_TILE;
-        const int32_t chunk = 64, chunks = (L->out + chunk - 1) / chunk;
+#ifdef _OPENMP
+        const int32_t nth = omp_get_num_threads();
+#else
+        const int32_t nth = 1;
+#endif
+        /* rows in chunks of 64; one tile and AMX: one chunk per thread (16-row groups), so that each
+         * thread configures the tiles once per linear and expands its weight tiles back to back */
+        const int32_t chunk = isa == SP_ISA_AMX && tiles == 1 ? (L->out + 16 * nth - 1) / (16 * nth) * 16 : 64;
+        const int32_t chunks = (L->out + chunk - 1) / chunk;
         /* token tile outer, row chunk inner: a tile (32 tokens, <= 48 KB)
          * stays in L1/L2 while the layer's weights (<= ~300 KB at 80% sparsity) stream from L2.
          * VNNI takes the tiles two at a time (lin_tile2_vnni) when both fit in L1 (in <= 512:
          * <= 32 KB), which measured 5-20% faster there and slower for in = 1536 (L2-bound). */
         const int32_t per = isa == SP_ISA_VNNI && L->in <= 512 ? 2 : 1, groups = (tiles + per - 1) / per, items = groups * chunks;
-#pragma omp parallel for schedule(static) num_threads(nt)
+#pragma omp for schedule(static)
         for (int32_t w = 0; w < nl * items; w++) {
             const int32_t j = w / items, i = w % items / chunks * per, c = w % chunks;
             const int32_t o0 = c * chunk, o1 = o0 + chunk < L->out ? o0 + chunk : L->out;
@@ -621,7 +632,7 @@ static void run_linears(const sp_lin *L, int nl, const int8_t *xq, const float *
 #endif
     (void)xp; (void)xsp;
     const int32_t chunk = 16, chunks = (N + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static) num_threads(nt)
+#pragma omp for schedule(static)
     for (int32_t w = 0; w < nl * chunks; w++) {
         const int32_t j = w / chunks, c = w % chunks;
         const int32_t t0 = c * chunk, t1 = t0 + chunk < N ? t0 + chunk : N;
@@ -630,8 +641,8 @@ static void run_linears(const sp_lin *L, int nl, const int8_t *xq, const float *
 }
 
 static void run_linear(const sp_lin *L, const int8_t *xq, const float *xs, const uint8_t *xp, const float *xsp, int32_t N, int isa,
-                       int nt, int gelu, float *y) {
-    run_linears(L, 1, xq, xs, xp, xsp, N, isa, nt, gelu, &y);
+                       int gelu, float *y) {
+    run_linears(L, 1, xq, xs, xp, xsp, N, isa, gelu, &y);
 }
 
 #if SP_X86
@@ -664,7 +675,7 @@ sp_status sp_quantize_rows_kernel(const float *x, int32_t T, int32_t C, sp_kerne
     if (st != SP_OK) return st;
 #if SP_X86
     if (isa >= SP_ISA_AVX2) {
-        for (int32_t t = 0; t < T; t++) xs[t] = quantize_row_avx2(x + (size_t)t * C, C, xq + (size_t)t * C);
+        for (int32_t t = 0; t < T; t++) xs[t] = quantize_row_avx2(x + (size_t)t * C, C, isa >= SP_ISA_VNNI, xq + (size_t)t * C);
         return SP_OK;
     }
 #endif
@@ -728,7 +739,8 @@ sp_status sp_linear_forward(const sp_linear *lin, const int8_t *xq, const float 
                 for (int32_t g = 0; g < tiles * (SP_TILE / 8); g++) scatter8(qpad + (size_t)g * 8 * lin->in, (size_t)lin->in, lin->in, g * 8, xp);
 #endif
         }
-        run_linear(&L, use_avx2 ? qpad : xq, xs, xp, xsp, T, isa, nt, 0, y);
+#pragma omp parallel num_threads(nt)
+        run_linear(&L, use_avx2 ? qpad : xq, xs, xp, xsp, T, isa, 0, y);
     }
     free(qpad);
     free(xp);
@@ -759,6 +771,7 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
     const int nt = nthreads(threads);
     const int isa = m->isa, avx = isa >= SP_ISA_AVX2, packed = avx && isa != SP_ISA_AMX; /* packed: the tiles xp */
     const int w512 = isa >= SP_ISA_VNNI && (C / cfg->num_heads) % 16 == 0; /* attention's products in 512-bit registers */
+    const int w512q = isa >= SP_ISA_VNNI;                                   /* the quantiser in 512-bit registers */
     const int32_t tiles = (N + SP_TILE - 1) / SP_TILE, units = (tiles + 1) / 2; /* units: 2 tiles */
     const size_t NC = (size_t)N * C, NI = (size_t)N * I;
     const size_t scratch_per = ((size_t)Tmax + (size_t)(C / H) + 1) * (size_t)((Tmax + 7) / 8 * 8); /* attention_seq_avx2's */
@@ -805,7 +818,7 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
     /* q, k, v: token j of head hh at [hh * hs + j * ld] (head-major, or token-major rows; sp_lin.hd) */
     const size_t ld = (size_t)m->lin[0].hd, hs = ld == (size_t)C ? (size_t)(C / H) : (size_t)N * ld;
     float *const qkv[3] = {q, k, v};
-    double t_lin = 0, t_att = 0, t_prep = 0, t_start = SP_NOW(), t0;
+    double t_lin = 0, t_att = 0, t_prep = 0, t_start = SP_NOW();
     if (st == SP_OK) {
         memset(xs, 0, sizeof(float) * (size_t)tiles * SP_TILE);
         off[0] = 0;
@@ -848,7 +861,7 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
                 for (int32_t t = SP_TILE * i0; t < t1; t++) embed_row(m, ids[t], pos[t], h + (size_t)t * C);
                 a = SP_NOW();
                 uint8_t *xpu = xp ? xp + (size_t)i0 * tstride : NULL;
-                prep_groups(h, 0, NULL, 0, m->emb_g, m->emb_b, eps, h, 1, N, C, xq, W, xs, xpu, SP_TILE * i0, 4 * i0, g1);
+                prep_groups(h, 0, NULL, 0, m->emb_g, m->emb_b, eps, h, 1, N, C, xq, W, xs, xpu, SP_TILE * i0, 4 * i0, g1, w512q);
                 b = SP_NOW();
                 if (th == 0) t_prep += b - a;
                 for (int j = 0; j < 3; j++) linear_unit(&m->lin[j], xpu, xq, W, xs, N, isa, 0, qkv[j], 0, i0, i1);
@@ -873,19 +886,19 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
                     double tp = 0, tl = 0;
                     a = SP_NOW();
                     const int32_t T0 = SP_TILE * i0;
-                    prep_groups(ctx, 0, NULL, 0, NULL, NULL, eps, NULL, 1, N, C, xq, W, xs, xpu, T0, g0, g1);
+                    prep_groups(ctx, 0, NULL, 0, NULL, NULL, eps, NULL, 1, N, C, xq, W, xs, xpu, T0, g0, g1, w512q);
                     b = SP_NOW(), tp += b - a;
                     linear_unit(&lin[3], xpu, xq, W, xs, N, isa, 0, ub, T0, i0, i1); /* attention output projection */
                     a = SP_NOW(), tl += a - b;
-                    prep_groups(h, 0, ub, T0, ln, ln + C, eps, h, 1, N, C, xq, W, xs, xpu, T0, g0, g1);
+                    prep_groups(h, 0, ub, T0, ln, ln + C, eps, h, 1, N, C, xq, W, xs, xpu, T0, g0, g1, w512q);
                     b = SP_NOW(), tp += b - a;
                     linear_unit(&lin[4], xpu, xq, W, xs, N, isa, 1, ub, T0, i0, i1);
                     a = SP_NOW(), tl += a - b;
-                    prep_groups(ub, T0, NULL, 0, NULL, NULL, eps, NULL, 1, N, I, xq, W, xs, xpu, T0, g0, g1);
+                    prep_groups(ub, T0, NULL, 0, NULL, NULL, eps, NULL, 1, N, I, xq, W, xs, xpu, T0, g0, g1, w512q);
                     b = SP_NOW(), tp += b - a;
                     linear_unit(&lin[5], xpu, xq, W, xs, N, isa, 0, ub, T0, i0, i1);
                     a = SP_NOW(), tl += a - b;
-                    prep_groups(h, 0, ub, T0, ln + 2 * C, ln + 3 * C, eps, h, !last, N, C, xq, W, xs, xpu, T0, g0, g1);
+                    prep_groups(h, 0, ub, T0, ln + 2 * C, ln + 3 * C, eps, h, !last, N, C, xq, W, xs, xpu, T0, g0, g1, w512q);
                     b = SP_NOW(), tp += b - a;
                     if (!last)
                         for (int j = 0; j < 3; j++) linear_unit(&lin[6 + j], xpu, xq, W, xs, N, isa, 0, qkv[j], 0, i0, i1);
@@ -898,59 +911,60 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
 #else
     if (st == SP_OK) {
 #endif
-        /* embeddings: h = LN(word[id] * scale[id] + position[p] + token_type[0]) */
-#pragma omp parallel for schedule(static) num_threads(nt)
-        for (int32_t s = 0; s < n_seqs; s++)
-            for (int32_t p = 0; p < lengths[s]; p++) embed_row(m, ids[off[s] + p], p, h + (size_t)(off[s] + p) * C);
+        /* One parallel region for the whole encoder, a worksharing loop (and its barrier) per step:
+         * at batch 1 a fork/join per step cost more than the steps (~50 per forward). */
         const float eps = cfg->layer_norm_eps;
-        double tp = SP_NOW();
-        prep_rows(h, NULL, m->emb_g, m->emb_b, eps, h, 1, N, C, xq, xs, xp, isa, nt);
-        t_prep += SP_NOW() - tp;
-        for (int32_t l = 0; l < cfg->num_layers; l++) {
-            const sp_lin *lin = m->lin + (size_t)l * 6;
-            const float *ln = m->ln + (size_t)l * 4 * C;
-            t0 = SP_NOW();
-            run_linears(&lin[0], 3, xq, xs, xp, xs, N, isa, nt, 0, qkv);
-            t_lin += SP_NOW() - t0;
-            t0 = SP_NOW();
-            /* work items: (sequence, group of heads); whole sequences when there are enough of them
-             * to keep every thread busy, single heads otherwise (batch 1) */
-            const int32_t hg = n_seqs >= 4 * nt ? H : 1, items = n_seqs * (H / hg);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
-            for (int32_t it = 0; it < items; it++) {
+        /* work items of the attention: (sequence, group of heads); whole sequences when there are
+         * enough of them to keep every thread busy, single heads otherwise (batch 1) */
+        const int32_t hg = n_seqs >= 4 * nt ? H : 1, items = n_seqs * (H / hg);
+#pragma omp parallel num_threads(nt)
+        {
 #ifdef _OPENMP
-                float *sc = scratch + scratch_per * (size_t)omp_get_thread_num();
+            const int th = omp_get_thread_num();
 #else
-                float *sc = scratch;
+            const int th = 0;
 #endif
-                const int32_t s = it / (H / hg), h0 = (it % (H / hg)) * hg;
-                const size_t o = (size_t)off[s] * ld;
-                if (avx && (C / H) % 8 == 0) attention_seq_avx2(q + o, k + o, v + o, hs, ld, lengths[s], C, H, h0, h0 + hg, ctx + (size_t)off[s] * C, sc, w512);
-                else attention_seq_ref(q + o, k + o, v + o, hs, ld, lengths[s], C, H, h0, h0 + hg, ctx + (size_t)off[s] * C, sc);
+            float *sc = scratch + scratch_per * (size_t)th;
+            double a = 0, tl = 0, ta = 0, tp = 0; /* thread 0's clock: the steps' wall times */
+            /* embeddings: h = LN(word[id] * scale[id] + position[p] + token_type[0]) */
+#pragma omp for schedule(static)
+            for (int32_t s = 0; s < n_seqs; s++)
+                for (int32_t p = 0; p < lengths[s]; p++) embed_row(m, ids[off[s] + p], p, h + (size_t)(off[s] + p) * C);
+            a = SP_NOW();
+            prep_rows(h, NULL, m->emb_g, m->emb_b, eps, h, 1, N, C, xq, xs, xp, isa);
+#define SP_STEP(acc) (acc += SP_NOW() - a, a = SP_NOW())
+            SP_STEP(tp);
+            for (int32_t l = 0; l < cfg->num_layers; l++) {
+                const sp_lin *lin = m->lin + (size_t)l * 6;
+                const float *ln = m->ln + (size_t)l * 4 * C;
+                run_linears(&lin[0], 3, xq, xs, xp, xs, N, isa, 0, qkv);
+                SP_STEP(tl);
+#pragma omp for schedule(dynamic, 1)
+                for (int32_t it = 0; it < items; it++) {
+                    const int32_t s = it / (H / hg), h0 = (it % (H / hg)) * hg;
+                    const size_t o = (size_t)off[s] * ld;
+                    if (avx && (C / H) % 8 == 0) attention_seq_avx2(q + o, k + o, v + o, hs, ld, lengths[s], C, H, h0, h0 + hg, ctx + (size_t)off[s] * C, sc, w512);
+                    else attention_seq_ref(q + o, k + o, v + o, hs, ld, lengths[s], C, H, h0, h0 + hg, ctx + (size_t)off[s] * C, sc);
+                }
+                SP_STEP(ta);
+                prep_rows(ctx, NULL, NULL, NULL, eps, NULL, 1, N, C, xq, xs, xp, isa);
+                SP_STEP(tp);
+                run_linear(&lin[3], xq, xs, xp, xs, N, isa, 0, ctx); /* ctx <- attention output projection */
+                SP_STEP(tl);
+                prep_rows(h, ctx, ln, ln + C, eps, h, 1, N, C, xq, xs, xp, isa);
+                SP_STEP(tp);
+                run_linear(&lin[4], xq, xs, xp, xs, N, isa, 1, ff);
+                SP_STEP(tl);
+                prep_rows(ff, NULL, NULL, NULL, eps, NULL, 1, N, I, xq, xs, xp, isa); /* GELU: in ffn_in's epilogue */
+                SP_STEP(tp);
+                run_linear(&lin[5], xq, xs, xp, xs, N, isa, 0, ctx);
+                SP_STEP(tl);
+                /* the layer's output LayerNorm, fused with the next layer's quantisation */
+                prep_rows(h, ctx, ln + 2 * C, ln + 3 * C, eps, h, l + 1 < cfg->num_layers, N, C, xq, xs, xp, isa);
+                SP_STEP(tp);
             }
-            t_att += SP_NOW() - t0;
-            tp = SP_NOW();
-            prep_rows(ctx, NULL, NULL, NULL, eps, NULL, 1, N, C, xq, xs, xp, isa, nt);
-            t_prep += SP_NOW() - tp;
-            t0 = SP_NOW();
-            run_linear(&lin[3], xq, xs, xp, xs, N, isa, nt, 0, ctx); /* ctx <- attention output projection */
-            t_lin += SP_NOW() - t0;
-            tp = SP_NOW();
-            prep_rows(h, ctx, ln, ln + C, eps, h, 1, N, C, xq, xs, xp, isa, nt);
-            t_prep += SP_NOW() - tp;
-            t0 = SP_NOW();
-            run_linear(&lin[4], xq, xs, xp, xs, N, isa, nt, 1, ff);
-            t_lin += SP_NOW() - t0;
-            tp = SP_NOW();
-            prep_rows(ff, NULL, NULL, NULL, eps, NULL, 1, N, I, xq, xs, xp, isa, nt); /* GELU: in ffn_in's epilogue */
-            t_prep += SP_NOW() - tp;
-            t0 = SP_NOW();
-            run_linear(&lin[5], xq, xs, xp, xs, N, isa, nt, 0, ctx);
-            t_lin += SP_NOW() - t0;
-            /* the layer's output LayerNorm, fused with the next layer's quantisation */
-            tp = SP_NOW();
-            prep_rows(h, ctx, ln + 2 * C, ln + 3 * C, eps, h, l + 1 < cfg->num_layers, N, C, xq, xs, xp, isa, nt);
-            t_prep += SP_NOW() - tp;
+#undef SP_STEP
+            if (th == 0) t_lin += tl, t_att += ta, t_prep += tp;
         }
     }
     if (st == SP_OK) {

@@ -136,8 +136,8 @@ sp_status sp_linear_forward(const sp_linear *lin, const int8_t *xq, const float 
                             int32_t threads, float *y);
 /* Per-token symmetric INT8 quantisation: x: (T, C) -> xq: (T, C), xs: (T). */
 sp_status sp_quantize_rows(const float *x, int32_t T, int32_t C, int8_t *xq, float *xs);
-/* The same with a kernel's implementation (scalar reference, or the AVX2 one that AVX-512 VNNI uses
- * too); results are identical by contract, which tests check on adversarial rows. */
+/* The same with a kernel's implementation (scalar reference, the AVX2 one, or the 512-bit one that
+ * AVX-512 VNNI and AMX use); results are identical by contract, which tests check on adversarial rows. */
 sp_status sp_quantize_rows_kernel(const float *x, int32_t T, int32_t C, sp_kernel kernel, int8_t *xq, float *xs);
 /* The encoder's GELU, y = x * Phi(x) with its erf approximation, on n floats with a kernel's build
  * of the float ops (for tests of the approximation's tolerance; y may alias x). */
