@@ -76,8 +76,11 @@ SP_AVX2 static float quantize_row_amax_avx2(const float *x, int32_t C, float ama
 
 /* max |x| over C values in 512-bit registers (a max: any order gives the same). */
 SP_AVX512 static float amax_512(const float *x, int32_t C) {
-    __m512 vmax = _mm512_setzero_ps();
+    __m512 m4[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     int32_t c = 0;
+    for (; c + 64 <= C; c += 64) /* four chains: the max's latency, not its throughput, bounded one chain */
+        for (int k = 0; k < 4; k++) m4[k] = _mm512_max_ps(m4[k], _mm512_abs_ps(_mm512_loadu_ps(x + c + 16 * k)));
+    __m512 vmax = _mm512_max_ps(_mm512_max_ps(m4[0], m4[1]), _mm512_max_ps(m4[2], m4[3]));
     for (; c + 16 <= C; c += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(x + c)));
     if (c < C) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_maskz_loadu_ps((__mmask16)((1u << (C - c)) - 1), x + c)));
     return _mm512_reduce_max_ps(vmax);
@@ -111,8 +114,11 @@ SP_AVX512 static float quantize_row_amax_512(const float *x, int32_t C, float am
 SP_AVX2 static float quantize_row_avx2(const float *x, int32_t C, int w512, int8_t *q) {
     if (w512) return quantize_row_amax_512(x, C, amax_512(x, C), q);
     const __m256 signmask = _mm256_set1_ps(-0.0f);
-    __m256 vmax = _mm256_setzero_ps();
+    __m256 m4[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     int32_t c = 0;
+    for (; c + 32 <= C; c += 32)
+        for (int k = 0; k < 4; k++) m4[k] = _mm256_max_ps(m4[k], _mm256_andnot_ps(signmask, _mm256_loadu_ps(x + c + 8 * k)));
+    __m256 vmax = _mm256_max_ps(_mm256_max_ps(m4[0], m4[1]), _mm256_max_ps(m4[2], m4[3]));
     for (; c + 8 <= C; c += 8) vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(signmask, _mm256_loadu_ps(x + c)));
     float buf[8], amax = 0.f;
     _mm256_storeu_ps(buf, vmax);
@@ -124,53 +130,83 @@ SP_AVX2 static float quantize_row_avx2(const float *x, int32_t C, int w512, int8
     return quantize_row_amax_avx2(x, C, amax, q);
 }
 
-/* layernorm_add (ops_impl.h; the scalar build's) of one row by hand, the same operations in the same order (the sums
- * in 8 lanes, element c in lane c % 8, the tail into lanes 0.., combined pairwise; no FMA), in
- * three passes instead of four, the last of which also returns max |out| for quantize_row_amax_avx2. */
-SP_AVX2 static float layernorm_row_avx2(const float *x, const float *r, int32_t C, const float *gamma, const float *beta, float eps,
-                                        float *o) {
+/* layernorm_add (ops_impl.h; the scalar build's) of R rows (R <= 4, a constant at each call) by hand,
+ * each row with the same operations in the same order (its sums in 8 lanes, element c in lane c % 8,
+ * the tail into lanes 0.., combined pairwise; no FMA), in three passes instead of four, the last of
+ * which also gives max |out| (amax[i]) for quantize_row_amax_avx2. The rows go side by side: each
+ * sum is a chain of dependent additions, and R chains overlap where one would wait on its latency.
+ * x[i] + r[i] (r NULL: x[i] alone) -> o[i] (o[i] may be x[i]). */
+SP_AVX2 static inline __attribute__((always_inline)) void layernorm_rows_avx2(const float *const *x, const float *const *r, const int R, int32_t C,
+                                                                            const float *gamma, const float *beta, float eps, float *const *o,
+                                                                            float *amax) {
     const int32_t C8 = C / 8 * 8;
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc[4];
+    float mean[4], inv[4];
+    for (int i = 0; i < R; i++) acc[i] = _mm256_setzero_ps();
+    for (int32_t c = 0; c < C8; c += 8)
+        for (int i = 0; i < R; i++) {
+            __m256 v = _mm256_loadu_ps(x[i] + c);
+            if (r) v = _mm256_add_ps(v, _mm256_loadu_ps(r[i] + c));
+            _mm256_storeu_ps(o[i] + c, v);
+            acc[i] = _mm256_add_ps(acc[i], v);
+        }
+    for (int i = 0; i < R; i++) {
+        float a[8];
+        _mm256_storeu_ps(a, acc[i]);
+        for (int32_t c = C8, k = 0; c < C; c++, k++) a[k] += (o[i][c] = x[i][c] + (r ? r[i][c] : 0.f));
+        mean[i] = sp_lanes8(a) / (float)C;
+        acc[i] = _mm256_setzero_ps();
+    }
+    for (int32_t c = 0; c < C8; c += 8)
+        for (int i = 0; i < R; i++) {
+            const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(o[i] + c), _mm256_set1_ps(mean[i]));
+            acc[i] = _mm256_add_ps(acc[i], _mm256_mul_ps(d, d));
+        }
+    for (int i = 0; i < R; i++) {
+        float a[8];
+        _mm256_storeu_ps(a, acc[i]);
+        for (int32_t c = C8, k = 0; c < C; c++, k++) {
+            const float d = o[i][c] - mean[i];
+            a[k] += d * d;
+        }
+        inv[i] = 1.f / sqrtf(sp_lanes8(a) / (float)C + eps);
+        acc[i] = _mm256_setzero_ps(); /* now max |out| */
+    }
+    const __m256 signmask = _mm256_set1_ps(-0.0f);
     for (int32_t c = 0; c < C8; c += 8) {
-        __m256 v = _mm256_loadu_ps(x + c);
-        if (r) v = _mm256_add_ps(v, _mm256_loadu_ps(r + c));
-        _mm256_storeu_ps(o + c, v);
-        acc = _mm256_add_ps(acc, v);
+        const __m256 g = _mm256_loadu_ps(gamma + c), b = _mm256_loadu_ps(beta + c);
+        for (int i = 0; i < R; i++) {
+            const __m256 v = _mm256_add_ps(
+                _mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(o[i] + c), _mm256_set1_ps(mean[i])), _mm256_set1_ps(inv[i])), g), b);
+            _mm256_storeu_ps(o[i] + c, v);
+            acc[i] = _mm256_max_ps(acc[i], _mm256_andnot_ps(signmask, v));
+        }
     }
-    float a[8];
-    _mm256_storeu_ps(a, acc);
-    for (int32_t c = C8, k = 0; c < C; c++, k++) a[k] += (o[c] = x[c] + (r ? r[c] : 0.f));
-    const float mean = sp_lanes8(a) / (float)C;
-    const __m256 vm = _mm256_set1_ps(mean);
-    acc = _mm256_setzero_ps();
-    for (int32_t c = 0; c < C8; c += 8) {
-        const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(o + c), vm);
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(d, d));
+    for (int i = 0; i < R; i++) {
+        float a[8], m = 0.f;
+        _mm256_storeu_ps(a, acc[i]);
+        for (int k = 0; k < 8; k++) m = a[k] > m ? a[k] : m;
+        for (int32_t c = C8; c < C; c++) {
+            o[i][c] = (o[i][c] - mean[i]) * inv[i] * gamma[c] + beta[c];
+            const float v = fabsf(o[i][c]);
+            m = v > m ? v : m;
+        }
+        amax[i] = m;
     }
-    _mm256_storeu_ps(a, acc);
-    for (int32_t c = C8, k = 0; c < C; c++, k++) {
-        const float d = o[c] - mean;
-        a[k] += d * d;
+}
+
+/* layernorm_rows_avx2 on n rows (any n), four at a time. */
+SP_AVX2 static void layernorm_n_avx2(const float *const *x, const float *const *r, int n, int32_t C, const float *gamma, const float *beta,
+                                     float eps, float *const *o, float *amax) {
+    for (int i = 0; i < n; i += 4) {
+        const float *const *rr = r ? r + i : NULL;
+        switch (n - i) {
+        case 1: layernorm_rows_avx2(x + i, rr, 1, C, gamma, beta, eps, o + i, amax + i); break;
+        case 2: layernorm_rows_avx2(x + i, rr, 2, C, gamma, beta, eps, o + i, amax + i); break;
+        case 3: layernorm_rows_avx2(x + i, rr, 3, C, gamma, beta, eps, o + i, amax + i); break;
+        default: layernorm_rows_avx2(x + i, rr, 4, C, gamma, beta, eps, o + i, amax + i); break;
+        }
     }
-    const float var = sp_lanes8(a);
-    const float inv = 1.f / sqrtf(var / (float)C + eps);
-    const __m256 vi = _mm256_set1_ps(inv), signmask = _mm256_set1_ps(-0.0f);
-    __m256 vmax = _mm256_setzero_ps();
-    for (int32_t c = 0; c < C8; c += 8) {
-        const __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(o + c), vm), vi), _mm256_loadu_ps(gamma + c)),
-                                       _mm256_loadu_ps(beta + c));
-        _mm256_storeu_ps(o + c, v);
-        vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(signmask, v));
-    }
-    _mm256_storeu_ps(a, vmax);
-    float amax = 0.f;
-    for (int k = 0; k < 8; k++) amax = a[k] > amax ? a[k] : amax;
-    for (int32_t c = C8; c < C; c++) {
-        o[c] = (o[c] - mean) * inv * gamma[c] + beta[c];
-        const float m = fabsf(o[c]);
-        amax = m > amax ? m : amax;
-    }
-    return amax;
 }
 #endif
 

@@ -69,7 +69,7 @@ SP_OPS_ATTR static inline float SP_FN(sp_sum8)(const float *x, int32_t n) {
     return sp_lanes8(a);
 }
 
-#ifndef SP_OPS_HAND_VECTORISED /* the AVX2 build's LayerNorm is layernorm_row_avx2 (kernels.h) */
+#ifndef SP_OPS_HAND_VECTORISED /* the AVX2 build's LayerNorm is layernorm_rows_avx2 (kernels.h) */
 /* out = LayerNorm(x + r) row-wise; x, r, out: (T, C); r may be NULL; out may alias x.
  * Mean and variance are sums in the sp_sum8 order (the variance over (v - mean)^2 held in out). */
 SP_OPS_ATTR static void SP_FN(layernorm_add)(const float *x, const float *r, int32_t T, int32_t C, const float *gamma,

@@ -504,22 +504,25 @@ static void prep_groups(float *x, int32_t xb, const float *r, int32_t rb, const 
                         int32_t g1, int w512) {
     for (int32_t g = g0; g < g1; g++) {
         int8_t *qb = xq + (size_t)g * 8 * ldq;
-        for (int32_t k = 0; k < 8; k++) {
+        const int nv = N - g * 8 < 8 ? (N - g * 8 > 0 ? N - g * 8 : 0) : 8; /* the group's tokens < N */
+        const float *src[8], *res[8];
+        float *dst[8], amax[8];
+        for (int k = 0; k < nv; k++) {
             const int32_t t = g * 8 + k;
-            if (t >= N) {
-                if (quant) {
-                    memset(qb + (size_t)k * ldq, 0, (size_t)C);
-                    xs[t] = 0.f;
-                }
-                continue;
-            }
-            const float *src = x + (size_t)(t - xb) * C;
-            if (gamma) {
-                float *o = out + (size_t)t * C;
-                const float amax = layernorm_row_avx2(src, r ? r + (size_t)(t - rb) * C : NULL, C, gamma, beta, eps, o);
-                if (quant) xs[t] = w512 ? quantize_row_amax_512(o, C, amax, qb + (size_t)k * ldq) : quantize_row_amax_avx2(o, C, amax, qb + (size_t)k * ldq);
-            } else if (quant) {
-                xs[t] = quantize_row_avx2(src, C, w512, qb + (size_t)k * ldq);
+            src[k] = x + (size_t)(t - xb) * C;
+            res[k] = r ? r + (size_t)(t - rb) * C : NULL;
+            dst[k] = gamma ? out + (size_t)t * C : NULL;
+        }
+        if (gamma) layernorm_n_avx2(src, r ? res : NULL, nv, C, gamma, beta, eps, dst, amax);
+        for (int32_t k = 0; k < 8 && quant; k++) {
+            const int32_t t = g * 8 + k;
+            if (k >= nv) {
+                memset(qb + (size_t)k * ldq, 0, (size_t)C);
+                xs[t] = 0.f;
+            } else if (gamma) {
+                xs[t] = w512 ? quantize_row_amax_512(dst[k], C, amax[k], qb + (size_t)k * ldq) : quantize_row_amax_avx2(dst[k], C, amax[k], qb + (size_t)k * ldq);
+            } else {
+                xs[t] = quantize_row_avx2(src[k], C, w512, qb + (size_t)k * ldq);
             }
         }
         if (quant && xp) scatter8(qb, ldq, C, g * 8 - tbase, xp);
@@ -558,7 +561,10 @@ static void prep_rows(float *x, const float *r, const float *gamma, const float 
             float *o = out + (size_t)t * C;
             const float *rr = r ? r + (size_t)t * C : NULL;
 #if SP_X86
-            if (use_avx2) (void)layernorm_row_avx2(src, rr, C, gamma, beta, eps, o);
+            if (use_avx2) {
+                float amax;
+                layernorm_n_avx2((const float *const *)&src, rr ? &rr : NULL, 1, C, gamma, beta, eps, &o, &amax);
+            }
             else
 #endif
                 layernorm_add_ref(src, rr, 1, C, gamma, beta, eps, o);
@@ -619,9 +625,11 @@ static void run_linears(const sp_lin *L, int nl, const int8_t *xq, const float *
          * VNNI takes the tiles two at a time (lin_tile2_vnni) when both fit in L1 (in <= 512:
          * <= 32 KB), which measured 5-20% faster there and slower for in = 1536 (L2-bound). */
         const int32_t per = isa == SP_ISA_VNNI && L->in <= 512 ? 2 : 1, groups = (tiles + per - 1) / per, items = groups * chunks;
+        /* items (tile group, row chunk, linear), the linear fastest: at one tile each thread gets the
+         * same rows of q, k and v -- the same heads, which the attention then gives it (below) */
 #pragma omp for schedule(static)
         for (int32_t w = 0; w < nl * items; w++) {
-            const int32_t j = w / items, i = w % items / chunks * per, c = w % chunks;
+            const int32_t j = w % nl, c = w / nl % chunks, i = w / nl / chunks * per;
             const int32_t o0 = c * chunk, o1 = o0 + chunk < L->out ? o0 + chunk : L->out;
             const int32_t t0 = i * SP_TILE, n = N - t0 < per * SP_TILE ? N - t0 : per * SP_TILE;
             lin_call(&L[j], isa, per == 2, xp ? xp + (size_t)i * L->in * SP_TILE : NULL, xq + (size_t)t0 * L->in, (size_t)L->in, xsp + (size_t)i * SP_TILE,
@@ -661,6 +669,21 @@ static void linear_unit(const sp_lin *L, const uint8_t *xpu, const int8_t *xq, s
     }
 }
 #endif
+
+/* Attention work item it of a batch: sequence it / (H / hg), heads from (it % (H / hg)) * hg, hg of them. */
+static void attention_item(const float *q, const float *k, const float *v, size_t hs, size_t ld, const int32_t *off, const int32_t *lengths,
+                           int32_t C, int32_t H, int32_t hg, int32_t it, float *ctx, float *sc, int avx, int w512) {
+    const int32_t s = it / (H / hg), h0 = (it % (H / hg)) * hg;
+    const size_t o = (size_t)off[s] * ld;
+#if SP_X86
+    if (avx && (C / H) % 8 == 0) {
+        attention_seq_avx2(q + o, k + o, v + o, hs, ld, lengths[s], C, H, h0, h0 + hg, ctx + (size_t)off[s] * C, sc, w512);
+        return;
+    }
+#endif
+    (void)avx, (void)w512;
+    attention_seq_ref(q + o, k + o, v + o, hs, ld, lengths[s], C, H, h0, h0 + hg, ctx + (size_t)off[s] * C, sc);
+}
 
 sp_status sp_quantize_rows(const float *x, int32_t T, int32_t C, int8_t *xq, float *xs) {
     if (!x || !xq || !xs || T <= 0 || C <= 0) return SP_ERR_ARG;
@@ -874,11 +897,7 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
 #pragma omp barrier
                 a = SP_NOW();
 #pragma omp for schedule(dynamic, 1)
-                for (int32_t s = 0; s < n_seqs; s++) {
-                    const size_t o = (size_t)off[s] * ld;
-                    if ((C / H) % 8 == 0) attention_seq_avx2(q + o, k + o, v + o, hs, ld, lengths[s], C, H, 0, H, ctx + (size_t)off[s] * C, sc, w512);
-                    else attention_seq_ref(q + o, k + o, v + o, hs, ld, lengths[s], C, H, 0, H, ctx + (size_t)off[s] * C, sc);
-                }
+                for (int32_t s = 0; s < n_seqs; s++) attention_item(q, k, v, hs, ld, off, lengths, C, H, H, s, ctx, sc, 1, w512);
                 if (th == 0) t_att += SP_NOW() - a;
                 for (int32_t i0 = ib; i0 < ie; i0 += 2) { /* the same units as above */
                     const int32_t i1 = i0 + 2 < ie ? i0 + 2 : ie, g0 = 4 * i0, g1 = 4 * i1 < G ? 4 * i1 : G;
@@ -939,12 +958,14 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
                 const float *ln = m->ln + (size_t)l * 4 * C;
                 run_linears(&lin[0], 3, xq, xs, xp, xs, N, isa, 0, qkv);
                 SP_STEP(tl);
+                /* single heads: in static ranges, so that a thread mostly takes the heads whose q, k
+                 * and v rows it computed itself (run_linears); whole sequences: as they come */
+                if (hg == 1) {
+#pragma omp for schedule(static)
+                    for (int32_t it = 0; it < items; it++) attention_item(q, k, v, hs, ld, off, lengths, C, H, hg, it, ctx, sc, avx, w512);
+                } else {
 #pragma omp for schedule(dynamic, 1)
-                for (int32_t it = 0; it < items; it++) {
-                    const int32_t s = it / (H / hg), h0 = (it % (H / hg)) * hg;
-                    const size_t o = (size_t)off[s] * ld;
-                    if (avx && (C / H) % 8 == 0) attention_seq_avx2(q + o, k + o, v + o, hs, ld, lengths[s], C, H, h0, h0 + hg, ctx + (size_t)off[s] * C, sc, w512);
-                    else attention_seq_ref(q + o, k + o, v + o, hs, ld, lengths[s], C, H, h0, h0 + hg, ctx + (size_t)off[s] * C, sc);
+                    for (int32_t it = 0; it < items; it++) attention_item(q, k, v, hs, ld, off, lengths, C, H, hg, it, ctx, sc, avx, w512);
                 }
                 SP_STEP(ta);
                 prep_rows(ctx, NULL, NULL, NULL, eps, NULL, 1, N, C, xq, xs, xp, isa);
