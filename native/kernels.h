@@ -455,8 +455,10 @@ SP_AMX static void lin_tile_amx(const sp_lin *L, const int8_t *xq, size_t ldq, c
     _Alignas(64) int32_t ct[2][2][256]; /* products: [token half][row group], (16 tokens, 16 rows) */
     for (int32_t g = o0 / 16; g * 16 < o1; g += 2) {
         const int gn = (g + 1) * 16 < o1 ? 2 : 1;
-        for (int j = 0; j < gn; j++) /* the output lines, fetched while the tiles multiply (cf. prefetch_out16) */
-            for (int32_t t = 0; t < nt; t++) __builtin_prefetch(lin_out(L, y, N, t0 + t, 16 * (g + j)), 1, 3); /* prefetchw: the lines the other core may hold */
+        for (int j = 0; j < gn; j++) { /* the output lines, fetched while the tiles multiply (cf. prefetch_out16) */
+            const float *p = lin_out(L, y, N, t0, 16 * (g + j)); /* token t's at p + t * hd */
+            for (int32_t t = 0; t < nt; t++) __builtin_prefetch(p + (size_t)t * L->hd, 1, 3); /* prefetchw: the lines the other core may hold */
+        }
         _tile_zero(4);
         _tile_zero(5);
         _tile_zero(6);
@@ -491,15 +493,17 @@ SP_AMX static void lin_tile_amx(const sp_lin *L, const int8_t *xq, size_t ldq, c
             const __m512 sc = _mm512_maskz_loadu_ps(mr, L->scale + o), bi = _mm512_maskz_loadu_ps(mr, L->bias + o);
             /* the 16 rows of a token are one 64-byte line when whole and in one head */
             const int whole = nr == 16 && L->hd % 16 == 0;
+            float *d0 = lin_out(L, y, N, t0, o), *d8 = nr > 8 ? lin_out(L, y, N, t0, o + 8) : NULL; /* + t * hd for token t */
             for (int32_t t = 0; t < nt; t++) {
                 const __m512i acc = _mm512_load_si512((const void *)(ct[t / 16][j] + 16 * (t % 16)));
                 __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(xs[t]), sc), _mm512_cvtepi32_ps(acc)), bi);
                 if (gelu) v = sp_gelu16(v);
+                const size_t at = (size_t)t * L->hd;
                 if (whole) {
-                    _mm512_storeu_ps(lin_out(L, y, N, t0 + t, o), v);
+                    _mm512_storeu_ps(d0 + at, v);
                 } else { /* two groups of 8 (hd a multiple of 8), the last one possibly short */
-                    _mm256_mask_storeu_ps(lin_out(L, y, N, t0 + t, o), (__mmask8)mr, _mm512_castps512_ps256(v));
-                    if (nr > 8) _mm256_mask_storeu_ps(lin_out(L, y, N, t0 + t, o + 8), (__mmask8)(mr >> 8), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+                    _mm256_mask_storeu_ps(d0 + at, (__mmask8)mr, _mm512_castps512_ps256(v));
+                    if (nr > 8) _mm256_mask_storeu_ps(d8 + at, (__mmask8)(mr >> 8), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
                 }
             }
         }

@@ -493,29 +493,31 @@ SP_AVX2 static void scatter8(const int8_t *qb, size_t ld, int32_t C, int32_t t, 
 #endif
 
 #if SP_X86
-/* prep_rows' SIMD work on the groups g0 .. g1-1 of 8 tokens, on the calling thread: tokens >= N get
+/* prep_rows' SIMD work on the tokens ta .. tb-1, on the calling thread, 8 at a time: tokens >= N get
  * zero values and scale; quant == 0: the LayerNorm alone (tokens < N). Token t's row of x is at
  * x + (t - xb) * C, of r at r + (t - rb) * C (a unit's own buffer: xb, rb its first token; else 0).
  * xq: int8 rows of stride ldq per token (the AMX kernel's input); xp: the packed tiles from token
- * tbase on (a multiple of SP_TILE), NULL when no kernel reads them (AMX). w512: the quantiser in
- * 512-bit registers (AVX-512 CPUs). */
-static void prep_groups(float *x, int32_t xb, const float *r, int32_t rb, const float *gamma, const float *beta, float eps, float *out,
-                        int quant, int32_t N, int32_t C, int8_t *xq, size_t ldq, float *xs, uint8_t *xp, int32_t tbase, int32_t g0,
-                        int32_t g1, int w512) {
-    for (int32_t g = g0; g < g1; g++) {
-        int8_t *qb = xq + (size_t)g * 8 * ldq;
-        const int nv = N - g * 8 < 8 ? (N - g * 8 > 0 ? N - g * 8 : 0) : 8; /* the group's tokens < N */
+ * tbase on (a multiple of SP_TILE), NULL when no kernel reads them (AMX; else ta and tb are
+ * multiples of 8: the packing takes whole groups of 8 tokens). w512: the quantiser in 512-bit
+ * registers (AVX-512 CPUs). */
+static void prep_span(float *x, int32_t xb, const float *r, int32_t rb, const float *gamma, const float *beta, float eps, float *out,
+                      int quant, int32_t N, int32_t C, int8_t *xq, size_t ldq, float *xs, uint8_t *xp, int32_t tbase, int32_t ta, int32_t tb,
+                      int w512) {
+    for (int32_t t8 = ta; t8 < tb; t8 += 8) {
+        const int n8 = tb - t8 < 8 ? tb - t8 : 8;
+        int8_t *qb = xq + (size_t)t8 * ldq;
+        const int nv = N - t8 < n8 ? (N - t8 > 0 ? N - t8 : 0) : n8; /* its tokens < N */
         const float *src[8], *res[8];
         float *dst[8], amax[8];
         for (int k = 0; k < nv; k++) {
-            const int32_t t = g * 8 + k;
+            const int32_t t = t8 + k;
             src[k] = x + (size_t)(t - xb) * C;
             res[k] = r ? r + (size_t)(t - rb) * C : NULL;
             dst[k] = gamma ? out + (size_t)t * C : NULL;
         }
         if (gamma) layernorm_n_avx2(src, r ? res : NULL, nv, C, gamma, beta, eps, dst, amax);
-        for (int32_t k = 0; k < 8 && quant; k++) {
-            const int32_t t = g * 8 + k;
+        for (int32_t k = 0; k < n8 && quant; k++) {
+            const int32_t t = t8 + k;
             if (k >= nv) {
                 memset(qb + (size_t)k * ldq, 0, (size_t)C);
                 xs[t] = 0.f;
@@ -525,7 +527,7 @@ static void prep_groups(float *x, int32_t xb, const float *r, int32_t rb, const 
                 xs[t] = quantize_row_avx2(src[k], C, w512, qb + (size_t)k * ldq);
             }
         }
-        if (quant && xp) scatter8(qb, ldq, C, g * 8 - tbase, xp);
+        if (quant && xp) scatter8(qb, ldq, C, t8 - tbase, xp);
     }
 }
 #endif
@@ -544,11 +546,23 @@ static void prep_rows(float *x, const float *r, const float *gamma, const float 
          * of two groups so that two threads never write one 64-byte line of the tiles or of xs,
          * split into contiguous ranges as run_linear splits the tokens: a thread mostly reads
          * rows that it wrote itself. xq: (tiles * SP_TILE, C) scratch for the groups' int8 rows. */
-        const int32_t units = (N + SP_TILE - 1) / SP_TILE * (SP_TILE / 16);
+        const int32_t T = (N + SP_TILE - 1) / SP_TILE * SP_TILE;
+        if (isa == SP_ISA_AMX) { /* no packing: the tokens < N in equal shares, the padding with the last */
+#ifdef _OPENMP
+            const int32_t nth = omp_get_num_threads();
+#else
+            const int32_t nth = 1;
+#endif
+#pragma omp for schedule(static)
+            for (int32_t u = 0; u < nth; u++)
+                prep_span(x, 0, r, 0, gamma, beta, eps, out, 1, N, C, xq, (size_t)C, xs, NULL, 0, (int32_t)((int64_t)N * u / nth),
+                          u + 1 == nth ? T : (int32_t)((int64_t)N * (u + 1) / nth), 1);
+            return;
+        }
+        const int32_t units = T / 16;
 #pragma omp for schedule(static)
         for (int32_t u = 0; u < units; u++)
-            prep_groups(x, 0, r, 0, gamma, beta, eps, out, 1, N, C, xq, (size_t)C, xs, isa == SP_ISA_AMX ? NULL : xp, 0, 2 * u, 2 * u + 2,
-                        isa >= SP_ISA_VNNI);
+            prep_span(x, 0, r, 0, gamma, beta, eps, out, 1, N, C, xq, (size_t)C, xs, xp, 0, 16 * u, 16 * u + 16, isa >= SP_ISA_VNNI);
         return;
     }
 #endif
@@ -884,7 +898,7 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
                 for (int32_t t = SP_TILE * i0; t < t1; t++) embed_row(m, ids[t], pos[t], h + (size_t)t * C);
                 a = SP_NOW();
                 uint8_t *xpu = xp ? xp + (size_t)i0 * tstride : NULL;
-                prep_groups(h, 0, NULL, 0, m->emb_g, m->emb_b, eps, h, 1, N, C, xq, W, xs, xpu, SP_TILE * i0, 4 * i0, g1, w512q);
+                prep_span(h, 0, NULL, 0, m->emb_g, m->emb_b, eps, h, 1, N, C, xq, W, xs, xpu, SP_TILE * i0, SP_TILE * i0, 8 * g1, w512q);
                 b = SP_NOW();
                 if (th == 0) t_prep += b - a;
                 for (int j = 0; j < 3; j++) linear_unit(&m->lin[j], xpu, xq, W, xs, N, isa, 0, qkv[j], 0, i0, i1);
@@ -905,19 +919,19 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
                     double tp = 0, tl = 0;
                     a = SP_NOW();
                     const int32_t T0 = SP_TILE * i0;
-                    prep_groups(ctx, 0, NULL, 0, NULL, NULL, eps, NULL, 1, N, C, xq, W, xs, xpu, T0, g0, g1, w512q);
+                    prep_span(ctx, 0, NULL, 0, NULL, NULL, eps, NULL, 1, N, C, xq, W, xs, xpu, T0, 8 * g0, 8 * g1, w512q);
                     b = SP_NOW(), tp += b - a;
                     linear_unit(&lin[3], xpu, xq, W, xs, N, isa, 0, ub, T0, i0, i1); /* attention output projection */
                     a = SP_NOW(), tl += a - b;
-                    prep_groups(h, 0, ub, T0, ln, ln + C, eps, h, 1, N, C, xq, W, xs, xpu, T0, g0, g1, w512q);
+                    prep_span(h, 0, ub, T0, ln, ln + C, eps, h, 1, N, C, xq, W, xs, xpu, T0, 8 * g0, 8 * g1, w512q);
                     b = SP_NOW(), tp += b - a;
                     linear_unit(&lin[4], xpu, xq, W, xs, N, isa, 1, ub, T0, i0, i1);
                     a = SP_NOW(), tl += a - b;
-                    prep_groups(ub, T0, NULL, 0, NULL, NULL, eps, NULL, 1, N, I, xq, W, xs, xpu, T0, g0, g1, w512q);
+                    prep_span(ub, T0, NULL, 0, NULL, NULL, eps, NULL, 1, N, I, xq, W, xs, xpu, T0, 8 * g0, 8 * g1, w512q);
                     b = SP_NOW(), tp += b - a;
                     linear_unit(&lin[5], xpu, xq, W, xs, N, isa, 0, ub, T0, i0, i1);
                     a = SP_NOW(), tl += a - b;
-                    prep_groups(h, 0, ub, T0, ln + 2 * C, ln + 3 * C, eps, h, !last, N, C, xq, W, xs, xpu, T0, g0, g1, w512q);
+                    prep_span(h, 0, ub, T0, ln + 2 * C, ln + 3 * C, eps, h, !last, N, C, xq, W, xs, xpu, T0, 8 * g0, 8 * g1, w512q);
                     b = SP_NOW(), tp += b - a;
                     if (!last)
                         for (int j = 0; j < 3; j++) linear_unit(&lin[6 + j], xpu, xq, W, xs, N, isa, 0, qkv[j], 0, i0, i1);
