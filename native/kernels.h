@@ -448,9 +448,12 @@ SP_AMX static void lin_tile_amx(const sp_lin *L, const int8_t *xq, size_t ldq, c
     sp_tilecfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
-    for (int i = 0; i < 8; i++) cfg.colsb[i] = 64, cfg.rows[i] = 16;
-    _tile_loadconfig(&cfg);
     const int32_t kp = (L->in + 63) / 64 * 16, kt = kp / 16, two = nt > 16;
+    /* the token tiles only as tall as the tokens (a product costs about a cycle per row) */
+    const uint8_t m0 = (uint8_t)(nt < 16 ? nt : 16), m1 = (uint8_t)(two ? nt - 16 : 1);
+    const uint8_t rows[8] = {m0, m1, 16, 16, m0, m0, m1, m1};
+    for (int i = 0; i < 8; i++) cfg.colsb[i] = 64, cfg.rows[i] = rows[i];
+    _tile_loadconfig(&cfg);
     _Alignas(64) int32_t bt[2][2][256]; /* the weight tiles, two k steps in flight */
     _Alignas(64) int32_t ct[2][2][256]; /* products: [token half][row group], (16 tokens, 16 rows) */
     for (int32_t g = o0 / 16; g * 16 < o1; g += 2) {
