@@ -443,36 +443,72 @@ typedef struct {
     uint8_t rows[16];
 } sp_tilecfg;
 
-SP_AMX static void lin_tile_amx(const sp_lin *L, const int8_t *xq, size_t ldq, const float *xs, int32_t o0, int32_t o1, int32_t t0,
-                                int32_t nt, int gelu, float *y, int32_t N) {
+/* Tile configuration: every tile 64 bytes wide, tile i rows[i] tall. */
+SP_AMX static inline __attribute__((always_inline)) void amx_config(const uint8_t rows[8]) {
     sp_tilecfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
+    for (int i = 0; i < 8; i++) cfg.colsb[i] = 64, cfg.rows[i] = rows[i];
+    _tile_loadconfig(&cfg);
+}
+
+/* The weight tile of row group g and column tile k (kp: the padded input's 4-column blocks),
+ * expanded from the masks into b (16 x 16 int32, 64-byte aligned). */
+SP_AMX static inline __attribute__((always_inline)) void amx_expand(const sp_lin *L, int32_t g, int32_t k, int32_t kp, int32_t *b) {
+    const uint16_t *mk = L->amx_mask + (size_t)g * kp + 16 * k;
+    const uint32_t *of = L->amx_off + (size_t)g * kp + 16 * k;
+    for (int r = 0; r < 16; r++) _mm512_store_si512((void *)(b + 16 * r), _mm512_maskz_expandloadu_epi32(mk[r], L->amx_w + of[r]));
+}
+
+/* Epilogue of row group o .. o+15 (rows < o1) for tokens t0 .. t0+nt-1: token t's 16 sums at
+ * ct[t / 16] + 16 * (t % 16) (the stored product tiles). */
+SP_AMX static inline __attribute__((always_inline)) void amx_store(const sp_lin *L, const int32_t *const *ct, const float *xs, int32_t o, int32_t o1, int32_t t0, int32_t nt,
+                                    int gelu, float *y, int32_t N) {
+    const int32_t nr = o1 - o < 16 ? o1 - o : 16;
+    const __mmask16 mr = (__mmask16)((1u << nr) - 1);
+    const __m512 sc = _mm512_maskz_loadu_ps(mr, L->scale + o), bi = _mm512_maskz_loadu_ps(mr, L->bias + o);
+    /* the 16 rows of a token are one 64-byte line when whole and in one head */
+    const int whole = nr == 16 && L->hd % 16 == 0;
+    float *d0 = lin_out(L, y, N, t0, o), *d8 = nr > 8 ? lin_out(L, y, N, t0, o + 8) : NULL; /* + t * hd for token t */
+    for (int32_t t = 0; t < nt; t++) {
+        const __m512i acc = _mm512_load_si512((const void *)(ct[t / 16] + 16 * (t % 16)));
+        __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(xs[t]), sc), _mm512_cvtepi32_ps(acc)), bi);
+        if (gelu) v = sp_gelu16(v);
+        const size_t at = (size_t)t * L->hd;
+        if (whole) {
+            _mm512_storeu_ps(d0 + at, v);
+        } else { /* two groups of 8 (hd a multiple of 8), the last one possibly short */
+            _mm256_mask_storeu_ps(d0 + at, (__mmask8)mr, _mm512_castps512_ps256(v));
+            if (nr > 8) _mm256_mask_storeu_ps(d8 + at, (__mmask8)(mr >> 8), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+        }
+    }
+}
+
+/* The output lines of row group o for tokens t0 .. t0+nt-1, fetched for writing while the tiles
+ * multiply (cf. prefetch_out16; prefetchw: the lines the other core may hold). */
+SP_AMX static inline __attribute__((always_inline)) void amx_prefetch_out(const sp_lin *L, float *y, int32_t N, int32_t t0, int32_t nt, int32_t o) {
+    const float *p = lin_out(L, y, N, t0, o); /* token t's at p + t * hd */
+    for (int32_t t = 0; t < nt; t++) __builtin_prefetch(p + (size_t)t * L->hd, 1, 3);
+}
+
+SP_AMX static void lin_tile_amx(const sp_lin *L, const int8_t *xq, size_t ldq, const float *xs, int32_t o0, int32_t o1, int32_t t0,
+                                int32_t nt, int gelu, float *y, int32_t N) {
     const int32_t kp = (L->in + 63) / 64 * 16, kt = kp / 16, two = nt > 16;
     /* the token tiles only as tall as the tokens (a product costs about a cycle per row) */
     const uint8_t m0 = (uint8_t)(nt < 16 ? nt : 16), m1 = (uint8_t)(two ? nt - 16 : 1);
     const uint8_t rows[8] = {m0, m1, 16, 16, m0, m0, m1, m1};
-    for (int i = 0; i < 8; i++) cfg.colsb[i] = 64, cfg.rows[i] = rows[i];
-    _tile_loadconfig(&cfg);
+    amx_config(rows);
     _Alignas(64) int32_t bt[2][2][256]; /* the weight tiles, two k steps in flight */
     _Alignas(64) int32_t ct[2][2][256]; /* products: [token half][row group], (16 tokens, 16 rows) */
     for (int32_t g = o0 / 16; g * 16 < o1; g += 2) {
         const int gn = (g + 1) * 16 < o1 ? 2 : 1;
-        for (int j = 0; j < gn; j++) { /* the output lines, fetched while the tiles multiply (cf. prefetch_out16) */
-            const float *p = lin_out(L, y, N, t0, 16 * (g + j)); /* token t's at p + t * hd */
-            for (int32_t t = 0; t < nt; t++) __builtin_prefetch(p + (size_t)t * L->hd, 1, 3); /* prefetchw: the lines the other core may hold */
-        }
+        for (int j = 0; j < gn; j++) amx_prefetch_out(L, y, N, t0, nt, 16 * (g + j));
         _tile_zero(4);
         _tile_zero(5);
         _tile_zero(6);
         _tile_zero(7);
         for (int32_t k = 0; k < kt; k++) {
-            for (int j = 0; j < gn; j++) {
-                const uint16_t *mk = L->amx_mask + (size_t)(g + j) * kp + 16 * k;
-                const uint32_t *of = L->amx_off + (size_t)(g + j) * kp + 16 * k;
-                int32_t *b = bt[k & 1][j];
-                for (int r = 0; r < 16; r++) _mm512_store_si512((void *)(b + 16 * r), _mm512_maskz_expandloadu_epi32(mk[r], L->amx_w + of[r]));
-            }
+            for (int j = 0; j < gn; j++) amx_expand(L, g + j, k, kp, bt[k & 1][j]);
             _tile_loadd(0, xq + 64 * k, ldq);
             _tile_loadd(2, bt[k & 1][0], 64);
             _tile_dpbssd(4, 0, 2);
@@ -491,25 +527,48 @@ SP_AMX static void lin_tile_amx(const sp_lin *L, const int8_t *xq, size_t ldq, c
         _tile_stored(6, ct[1][0], 64);
         _tile_stored(7, ct[1][1], 64);
         for (int j = 0; j < gn; j++) {
-            const int32_t o = 16 * (g + j), nr = o1 - o < 16 ? o1 - o : 16;
-            const __mmask16 mr = (__mmask16)((1u << nr) - 1);
-            const __m512 sc = _mm512_maskz_loadu_ps(mr, L->scale + o), bi = _mm512_maskz_loadu_ps(mr, L->bias + o);
-            /* the 16 rows of a token are one 64-byte line when whole and in one head */
-            const int whole = nr == 16 && L->hd % 16 == 0;
-            float *d0 = lin_out(L, y, N, t0, o), *d8 = nr > 8 ? lin_out(L, y, N, t0, o + 8) : NULL; /* + t * hd for token t */
-            for (int32_t t = 0; t < nt; t++) {
-                const __m512i acc = _mm512_load_si512((const void *)(ct[t / 16][j] + 16 * (t % 16)));
-                __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(xs[t]), sc), _mm512_cvtepi32_ps(acc)), bi);
-                if (gelu) v = sp_gelu16(v);
-                const size_t at = (size_t)t * L->hd;
-                if (whole) {
-                    _mm512_storeu_ps(d0 + at, v);
-                } else { /* two groups of 8 (hd a multiple of 8), the last one possibly short */
-                    _mm256_mask_storeu_ps(d0 + at, (__mmask8)mr, _mm512_castps512_ps256(v));
-                    if (nr > 8) _mm256_mask_storeu_ps(d8 + at, (__mmask8)(mr >> 8), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-                }
-            }
+            const int32_t *c2[2] = {ct[0][j], ct[1][j]};
+            amx_store(L, c2, xs, 16 * (g + j), o1, t0, nt, gelu, y, N);
         }
+    }
+    _tile_release();
+}
+
+/* lin_tile_amx over two consecutive tiles at once (SP_TILE < nt <= 2 * SP_TILE): one row group at a
+ * time against the four 16-token quarters (tiles 4-7 the products, 0 the quarter's tokens
+ * reloaded, 1 the weights), so that each weight tile is expanded once for 64 tokens. Token rows
+ * up to 2 * SP_TILE are present. */
+SP_AMX static void lin_tile2_amx(const sp_lin *L, const int8_t *xq, size_t ldq, const float *xs, int32_t o0, int32_t o1, int32_t t0,
+                                 int32_t nt, int gelu, float *y, int32_t N) {
+    const int32_t kp = (L->in + 63) / 64 * 16, kt = kp / 16;
+    const uint8_t rows[8] = {16, 16, 16, 16, 16, 16, 16, 16};
+    amx_config(rows);
+    _Alignas(64) int32_t bt[2][256];
+    _Alignas(64) int32_t ct[4][256];
+    for (int32_t g = o0 / 16; g * 16 < o1; g++) {
+        amx_prefetch_out(L, y, N, t0, nt, 16 * g);
+        _tile_zero(4);
+        _tile_zero(5);
+        _tile_zero(6);
+        _tile_zero(7);
+        for (int32_t k = 0; k < kt; k++) {
+            amx_expand(L, g, k, kp, bt[k & 1]);
+            _tile_loadd(1, bt[k & 1], 64);
+            _tile_loadd(0, xq + 64 * k, ldq);
+            _tile_dpbssd(4, 0, 1);
+            _tile_loadd(0, xq + 16 * ldq + 64 * k, ldq);
+            _tile_dpbssd(5, 0, 1);
+            _tile_loadd(0, xq + 32 * ldq + 64 * k, ldq);
+            _tile_dpbssd(6, 0, 1);
+            _tile_loadd(0, xq + 48 * ldq + 64 * k, ldq);
+            _tile_dpbssd(7, 0, 1);
+        }
+        _tile_stored(4, ct[0], 64);
+        _tile_stored(5, ct[1], 64);
+        _tile_stored(6, ct[2], 64);
+        _tile_stored(7, ct[3], 64);
+        const int32_t *c4[4] = {ct[0], ct[1], ct[2], ct[3]};
+        amx_store(L, c4, xs, 16 * g, o1, t0, nt, gelu, y, N);
     }
     _tile_release();
 }

@@ -605,7 +605,8 @@ static void lin_call(const sp_lin *L, int isa, int two, const uint8_t *tp, const
                      int32_t o1, int32_t t0, int32_t n, int gelu, float *y, int32_t N) {
 #if SP_HAVE_AMX
     if (isa == SP_ISA_AMX) {
-        lin_tile_amx(L, xq, ldq, sp, o0, o1, t0, n, gelu, y, N);
+        if (two && n > SP_TILE) lin_tile2_amx(L, xq, ldq, sp, o0, o1, t0, n, gelu, y, N);
+        else lin_tile_amx(L, xq, ldq, sp, o0, o1, t0, n, gelu, y, N);
         return;
     }
 #endif
@@ -638,7 +639,7 @@ static void run_linears(const sp_lin *L, int nl, const int8_t *xq, const float *
          * stays in L1/L2 while the layer's weights (<= ~300 KB at 80% sparsity) stream from L2.
          * VNNI takes the tiles two at a time (lin_tile2_vnni) when both fit in L1 (in <= 512:
          * <= 32 KB), which measured 5-20% faster there and slower for in = 1536 (L2-bound). */
-        const int32_t per = isa == SP_ISA_VNNI && L->in <= 512 ? 2 : 1, groups = (tiles + per - 1) / per, items = groups * chunks;
+        const int32_t per = (isa == SP_ISA_VNNI && L->in <= 512) || isa == SP_ISA_AMX ? 2 : 1, groups = (tiles + per - 1) / per, items = groups * chunks;
         /* items (tile group, row chunk, linear), the linear fastest: at one tile each thread gets the
          * same rows of q, k and v -- the same heads, which the attention then gives it (below) */
 #pragma omp for schedule(static)
@@ -674,7 +675,7 @@ static void run_linear(const sp_lin *L, const int8_t *xq, const float *xs, const
  * unit's first token for its own buffer). */
 static void linear_unit(const sp_lin *L, const uint8_t *xpu, const int8_t *xq, size_t ldq, const float *xs, int32_t N, int isa, int gelu,
                         float *y, int32_t tb, int32_t i0, int32_t i1) {
-    const int two = isa == SP_ISA_VNNI && L->in <= 512;
+    const int two = (isa == SP_ISA_VNNI && L->in <= 512) || isa == SP_ISA_AMX;
     for (int32_t i = i0; i < i1;) {
         const int32_t t0 = i * SP_TILE, cap = (two && i + 1 < i1 ? 2 : 1) * SP_TILE, n = N - t0 < cap ? N - t0 : cap;
         lin_call(L, isa, two, xpu ? xpu + (size_t)(i - i0) * L->in * SP_TILE : NULL, xq + (size_t)t0 * ldq, ldq, xs + (size_t)i * SP_TILE, 0, L->out,
