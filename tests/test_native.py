@@ -288,6 +288,23 @@ def test_fused_batch_forward_identical(kernel, threads, config, tmp_path):
     np.testing.assert_array_equal(got, ref_probs, err_msg=f"{kernel} threads={threads}")
 
 
+@pytest.mark.parametrize("kernel", ALL_KERNELS[1:])
+@pytest.mark.parametrize("config", [TINY_CONFIG, HEAD32_CONFIG, ODD_CONFIG], ids=["tiny", "head32", "odd-width"])
+def test_single_sequence_identical_across_threads(kernel, config, tmp_path):
+    """Batch 1 (one tile of tokens or less, the threads splitting each linear's rows and the attention's heads)
+    gives exactly the scalar build's probabilities at 1, 2 and 3 threads, lengths around the 16-token quarters."""
+    _need(kernel)
+    _tiny_model(tmp_path, config=config)
+    data = load_model(tmp_path)
+    ref_m, m = NativeModel(data, kernel="scalar"), NativeModel(data, kernel=kernel)
+    rng = np.random.default_rng(11)
+    for n in (1, 2, 7, 15, 16, 17, 26, 31, 32, 33, 40):
+        ids = rng.integers(0, config["vocab_size"], n)
+        want = ref_m.forward(ids, np.array([n]))
+        for threads in (1, 2, 3):
+            np.testing.assert_array_equal(m.forward(ids, np.array([n]), threads=threads), want, err_msg=f"{kernel} n={n} threads={threads}")
+
+
 def test_kernel_in_use_is_reported(tmp_path):
     _tiny_model(tmp_path)
     data = load_model(tmp_path)
