@@ -9,7 +9,11 @@ from pathlib import Path
 __all__ = ["peak_gmacs"]
 
 _SRC = Path(__file__).with_name("peak.c")
-_FLAGS = {"avx2": ["-mavx2"], "avx512vnni": ["-mavx2", "-mavx512f", "-mavx512bw", "-mavx512vnni", "-DPEAK_VNNI"]}
+_FLAGS = {
+    "avx2": ["-mavx2"],
+    "avx512vnni": ["-mavx2", "-mavx512f", "-mavx512bw", "-mavx512vnni", "-DPEAK_VNNI"],
+    "amx": ["-mavx2", "-mamx-tile", "-mamx-int8", "-DPEAK_AMX"],
+}
 
 
 @functools.lru_cache(maxsize=None)

@@ -47,7 +47,7 @@ from .peak import peak_gmacs
 from .report import append_benchmarks
 
 _LABELS = {"negative": 0, "neutral": 1, "positive": 2}
-_ISA_PEAK = {"avx2": "avx2", "avx512vnni": "avx512vnni"}
+_ISA_PEAK = {"avx2": "avx2", "avx512vnni": "avx512vnni", "amx": "amx"}
 
 
 def _synthetic_dir(layers: int, sparsity: float = 0.8) -> Path:
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bench-python", default=None, help="python of the venv with onnxruntime / deepsparse")
     ap.add_argument("--data", default=os.environ.get("SPARSEPULSE_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--kernels", default="auto", help="our kernels to measure, comma-separated (auto, avx2, avx512vnni, scalar); e.g. 'auto,avx2' adds the AVX2-only figures")
+    ap.add_argument("--kernels", default="auto", help="our kernels to measure, comma-separated (auto, avx2, avx512vnni, amx, scalar); e.g. 'auto,avx512vnni,avx2' adds the VNNI-only and AVX2-only figures on an AMX CPU")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--latency-samples", type=int, default=200)
     ap.add_argument("--update", action="store_true", help="append the results to BENCHMARKS.md")
