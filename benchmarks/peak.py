@@ -22,13 +22,14 @@ def peak_gmacs(isa: str, threads: int, seconds: float = 1.0) -> float | None:
     None when the ISA has no micro-benchmark (scalar) or the CPU cannot run it."""
     if isa not in _FLAGS:
         return None
-    exe = Path(tempfile.mkdtemp()) / f"peak_{isa}"
-    subprocess.run(["gcc", "-O2", "-fopenmp", *_FLAGS[isa], str(_SRC), "-o", str(exe)], check=True, capture_output=True, text=True)
-    r = subprocess.run([str(exe), isa, str(threads), str(seconds)], capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        return None
-    runs = [float(r.stdout)]
-    for _ in range(2):  # best of three: the machine may be busy for one of them
+    with tempfile.TemporaryDirectory(prefix="peak-") as tmp:
+        exe = Path(tmp) / f"peak_{isa}"
+        subprocess.run(["gcc", "-O2", "-fopenmp", *_FLAGS[isa], str(_SRC), "-o", str(exe)], check=True, capture_output=True, text=True)
         r = subprocess.run([str(exe), isa, str(threads), str(seconds)], capture_output=True, text=True, timeout=60)
-        runs.append(float(r.stdout))
+        if r.returncode != 0:
+            return None
+        runs = [float(r.stdout)]
+        for _ in range(2):  # best of three: the machine may be busy for one of them
+            r = subprocess.run([str(exe), isa, str(threads), str(seconds)], capture_output=True, text=True, timeout=60)
+            runs.append(float(r.stdout))
     return max(runs)

@@ -79,6 +79,12 @@ def _bounded(body: str, first: str, last: str, lead: str = r"(?<!\w)") -> str:
     return ("" if _SPACELESS.match(first) else lead) + body + ("" if _SPACELESS.match(last) else r"(?!\w)")
 
 
+def _term_literal(term: str) -> str:
+    """A substring of every text that ``_term_regex(term)`` matches (its first word, # $ @ kept)."""
+    t = _norm(term.strip())
+    return t[1:-1].split()[0] if t.startswith('"') else t
+
+
 def _term_regex(term: str) -> str:
     t = _norm(term.strip())
     if not t:
@@ -118,7 +124,7 @@ class Topic:
                 raise TopicError(f"term too long: {t[:20]}...")
         if all(_norm(t.strip('"')).strip() in STOP_WORDS for t in self.terms):
             raise TopicError(f"topic {self.name!r}: its terms ({', '.join(self.terms)}) are all stop words and would match almost every post; add a specific term")
-        self._include, self._exclude  # compile now: a bad term fails at creation, not at the first match
+        self._include, self._exclude, self._literals  # compile now: a bad term fails at creation, not at the first match
 
     @functools.cached_property
     def _include(self) -> re.Pattern:
@@ -136,8 +142,13 @@ class Topic:
             (excl.append(t[1:].strip()) if t.startswith("-") else terms.append(t))
         return cls(name.strip(), tuple(terms), tuple(e for e in excl if e))
 
+    @functools.cached_property
+    def _literals(self) -> tuple[str, ...]:
+        return tuple(_term_literal(t) for t in self.terms)
+
     def matches(self, normalized_text: str) -> bool:
-        if not self._include.search(normalized_text):
+        # a substring test first (C speed): the regexes' look-arounds cost ~4 us a topic on every post
+        if not any(lit in normalized_text for lit in self._literals) or not self._include.search(normalized_text):
             return False
         return not (self._exclude is not None and self._exclude.search(normalized_text))
 

@@ -1,6 +1,6 @@
 import pytest
 
-from stream.tracker import Topic, TopicError, Tracker
+from stream.tracker import DEFAULT_TOPICS, Topic, TopicError, Tracker
 
 
 @pytest.fixture
@@ -101,3 +101,25 @@ def test_malformed_or_stop_word_topics_are_refused(spec):
 def test_quoted_exclusion_is_parsed_whole():
     t = Topic.parse("t", 'bitcoin, -"scam, alert"')
     assert t.terms == ("bitcoin",) and t.exclusions == ('"scam, alert"',)
+
+
+def test_substring_prefilter_never_changes_a_match():
+    """Topic.matches tests its terms' literals as substrings before running its regexes; over texts built from
+    the terms' pieces (phrases split by newlines and tabs, #/@ inside words, accents, other cases) the answer
+    equals the regexes' alone."""
+    import random
+
+    from stream.tracker import _norm
+
+    topics = [Topic.parse("a", 'bitcoin, "crypto winter", #btc, $eth, @vitalik, -scam'), Topic.parse("b", "東京, naïve, c++, straße"),
+              *[Topic.parse(k, v) for k, v in DEFAULT_TOPICS.items()]]
+    pieces = ["bitcoin", "Bitcoins", "crypto", "winter", "crypto\\twinter", "crypto\nwinter", "#btc", "x#btc", "$eth", "@vitalik", "scam",
+              "東京", "NAÏVE", "naive", "c++", "STRASSE", "straße", "trump", "@realDonaldTrump", "#Thanksgiving", "russia's", "putin",
+              "hillary", "clinton", " ", ",", ".", "#", "@", "\u200b", "x"]
+    rng = random.Random(0)
+    for _ in range(5000):
+        text = "".join(rng.choice(pieces) + rng.choice(["", " ", "  "]) for _ in range(rng.randint(1, 8))).replace("\\t", "\t")
+        t = _norm(text)
+        for tp in topics:
+            plain = bool(tp._include.search(t)) and not (tp._exclude is not None and tp._exclude.search(t))
+            assert tp.matches(t) == plain, (tp.name, text)
