@@ -22,7 +22,7 @@ def cpu_flags() -> set[str]:
 
 
 def cpu_name() -> str:
-    """Model name, visible cores and the SIMD level that matters here (AVX2 only, or AVX-512 VNNI)."""
+    """Model name, visible cores and the SIMD level that matters here (AVX2 only, AVX-512 VNNI, + AMX-INT8)."""
     name = platform.processor() or "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -33,6 +33,8 @@ def cpu_name() -> str:
         pass
     f = cpu_flags()
     isa = "AVX-512 VNNI" if "avx512_vnni" in f else ("AVX2, no AVX-512" if "avx2" in f else "no AVX2")
+    if "amx_int8" in f:
+        isa += " + AMX-INT8"
     return f"{name} ({os.cpu_count()} cores visible, {isa})"
 
 
