@@ -89,7 +89,7 @@ SP_AVX512 static float amax_512(const float *x, int32_t C) {
 /* quantize_row_amax_avx2 in 512-bit registers, runs of 64 values (the same margin per value, so
  * the same result whatever the run length), the rest by quantize_row_amax_avx2. */
 SP_AVX512 static float quantize_row_amax_512(const float *x, int32_t C, float amax, int8_t *q) {
-    if (amax == 0.f || amax < 1e-30f) return quantize_row_amax_avx2(x, C, amax, q);
+    if (amax < 1e-30f) return quantize_row_amax_avx2(x, C, amax, q); /* 0, or the reference's tiny-scale path */
     const float s = amax * (1.0f / 127.0f);
     const __m512 vs = _mm512_set1_ps(s), vr = _mm512_set1_ps(1.f / s), near = _mm512_set1_ps(0.5f - 4e-5f);
     int32_t c = 0;
@@ -110,8 +110,13 @@ SP_AVX512 static float quantize_row_amax_512(const float *x, int32_t C, float am
     return s;
 }
 
+/* The SIMD quantiser of a row whose max |x| is known; w512: the 512-bit one (AVX-512 CPUs). */
+SP_AVX2 static inline float quantize_row_amax_simd(const float *x, int32_t C, float amax, int w512, int8_t *q) {
+    return w512 ? quantize_row_amax_512(x, C, amax, q) : quantize_row_amax_avx2(x, C, amax, q);
+}
+
 /* quantize_row: max |x|, then the SIMD quantiser; w512: the 512-bit versions (AVX-512 CPUs). */
-SP_AVX2 static float quantize_row_avx2(const float *x, int32_t C, int w512, int8_t *q) {
+SP_AVX2 static float quantize_row_simd(const float *x, int32_t C, int w512, int8_t *q) {
     if (w512) return quantize_row_amax_512(x, C, amax_512(x, C), q);
     const __m256 signmask = _mm256_set1_ps(-0.0f);
     __m256 m4[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};

@@ -289,6 +289,16 @@ static int repeated_column(const sp_linear *l) {
     return rep;
 }
 
+/* *isa == SP_ISA_AMX: whether AMX can take linear l (no repeated column). If not, AUTO falls back
+ * to the next best kernel (*isa = SP_ISA_VNNI) and an explicit AMX gets SP_ERR_UNSUPPORTED. */
+static sp_status amx_takes(const sp_linear *l, sp_kernel kernel, int *isa) {
+    const int r = repeated_column(l);
+    if (r < 0) return SP_ERR_NOMEM;
+    if (r && kernel != SP_KERNEL_AUTO) return SP_ERR_UNSUPPORTED;
+    if (r) *isa = SP_ISA_VNNI;
+    return SP_OK;
+}
+
 /* The AMX kernel's copy of a linear without repeated columns (sp_lin.amx_*). */
 static sp_status amx_linear(const sp_linear *l, sp_lin *d, int64_t *bytes) {
     const size_t kp = (size_t)(l->in + 63) / 64 * 16, G = (size_t)(l->out + 15) / 16;
@@ -393,12 +403,8 @@ sp_status sp_model_create(const sp_config *cfg, const sp_weights *w, sp_kernel k
     for (int32_t i = 0; i < L && isa == SP_ISA_AMX; i++) {
         const sp_layer *ly = &w->layers[i];
         const sp_linear *src[6] = {&ly->query, &ly->key, &ly->value, &ly->attn_out, &ly->ffn_in, &ly->ffn_out};
-        for (int j = 0; j < 6 && isa == SP_ISA_AMX; j++) {
-            const int r = repeated_column(src[j]);
-            if (r < 0) return SP_ERR_NOMEM;
-            if (r && kernel != SP_KERNEL_AUTO) return SP_ERR_UNSUPPORTED;
-            if (r) isa = SP_ISA_VNNI; /* AUTO: the next best */
-        }
+        for (int j = 0; j < 6 && isa == SP_ISA_AMX; j++)
+            if ((st = amx_takes(src[j], kernel, &isa)) != SP_OK) return st;
     }
 
     sp_model *m = calloc(1, sizeof *m);
@@ -461,6 +467,15 @@ sp_status sp_model_create(const sp_config *cfg, const sp_weights *w, sp_kernel k
 
 /* ------------------------------------------------------------------------------------------ */
 
+/* The number of threads of the calling parallel region (1 outside one). */
+static inline int32_t team_size(void) {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
 static int nthreads(int32_t threads) {
 #ifdef _OPENMP
     return threads > 0 ? threads : omp_get_max_threads();
@@ -522,9 +537,9 @@ static void prep_span(float *x, int32_t xb, const float *r, int32_t rb, const fl
                 memset(qb + (size_t)k * ldq, 0, (size_t)C);
                 xs[t] = 0.f;
             } else if (gamma) {
-                xs[t] = w512 ? quantize_row_amax_512(dst[k], C, amax[k], qb + (size_t)k * ldq) : quantize_row_amax_avx2(dst[k], C, amax[k], qb + (size_t)k * ldq);
+                xs[t] = quantize_row_amax_simd(dst[k], C, amax[k], w512, qb + (size_t)k * ldq);
             } else {
-                xs[t] = quantize_row_avx2(src[k], C, w512, qb + (size_t)k * ldq);
+                xs[t] = quantize_row_simd(src[k], C, w512, qb + (size_t)k * ldq);
             }
         }
         if (quant && xp) scatter8(qb, ldq, C, t8 - tbase, xp);
@@ -548,11 +563,7 @@ static void prep_rows(float *x, const float *r, const float *gamma, const float 
          * rows that it wrote itself. xq: (tiles * SP_TILE, C) scratch for the groups' int8 rows. */
         const int32_t T = (N + SP_TILE - 1) / SP_TILE * SP_TILE;
         if (isa == SP_ISA_AMX) { /* no packing: the tokens < N in equal shares, the padding with the last */
-#ifdef _OPENMP
-            const int32_t nth = omp_get_num_threads();
-#else
-            const int32_t nth = 1;
-#endif
+            const int32_t nth = team_size();
 #pragma omp for schedule(static)
             for (int32_t u = 0; u < nth; u++)
                 prep_span(x, 0, r, 0, gamma, beta, eps, out, 1, N, C, xq, (size_t)C, xs, NULL, 0, (int32_t)((int64_t)N * u / nth),
@@ -598,6 +609,10 @@ static void embed_row(const sp_model *m, int32_t id, int32_t p, float *hr) {
 }
 
 #if SP_X86
+/* Whether a kernel call takes two 32-token tiles at once: AMX always (one weight-tile expansion for
+ * 64 tokens), VNNI when both tiles fit in L1 (in <= 512: <= 32 KB; slower for in = 1536, L2-bound). */
+static inline int two_tiles(const sp_lin *L, int isa) { return isa == SP_ISA_AMX || (isa == SP_ISA_VNNI && L->in <= 512); }
+
 /* One SIMD kernel call on the packed tile(s) at tp (scales sp), rows o0 .. o1-1, tokens t0 .. t0+n-1:
  * both tiles at once (lin_tile2_vnni) when two and n > SP_TILE; AMX: the int8 rows at xq (ldq bytes
  * apart) of the tile's first token instead, n <= SP_TILE. */
@@ -626,20 +641,15 @@ static void run_linears(const sp_lin *L, int nl, const int8_t *xq, const float *
 #if SP_X86
     if (isa >= SP_ISA_AVX2) {
         const int32_t tiles = (N + SP_TILE - 1) / SP_TILE;
-#ifdef _OPENMP
-        const int32_t nth = omp_get_num_threads();
-#else
-        const int32_t nth = 1;
-#endif
+        const int32_t nth = team_size();
         /* rows in chunks of 64; one tile and AMX: one chunk per thread (16-row groups), so that each
          * thread configures the tiles once per linear and expands its weight tiles back to back */
         const int32_t chunk = isa == SP_ISA_AMX && tiles == 1 ? (L->out + 16 * nth - 1) / (16 * nth) * 16 : 64;
         const int32_t chunks = (L->out + chunk - 1) / chunk;
-        /* token tile outer, row chunk inner: a tile (32 tokens, <= 48 KB)
-         * stays in L1/L2 while the layer's weights (<= ~300 KB at 80% sparsity) stream from L2.
-         * VNNI takes the tiles two at a time (lin_tile2_vnni) when both fit in L1 (in <= 512:
-         * <= 32 KB), which measured 5-20% faster there and slower for in = 1536 (L2-bound). */
-        const int32_t per = (isa == SP_ISA_VNNI && L->in <= 512) || isa == SP_ISA_AMX ? 2 : 1, groups = (tiles + per - 1) / per, items = groups * chunks;
+        /* token tile outer, row chunk inner: a tile (32 tokens, <= 48 KB) stays in L1/L2 while the
+         * layer's weights (<= ~300 KB at 80% sparsity) stream from L2; tiles two at a time where
+         * two_tiles says (VNNI measured 5-20% faster with both in L1) */
+        const int32_t per = two_tiles(L, isa) ? 2 : 1, groups = (tiles + per - 1) / per, items = groups * chunks;
         /* items (tile group, row chunk, linear), the linear fastest: at one tile each thread gets the
          * same rows of q, k and v -- the same heads, which the attention then gives it (below) */
 #pragma omp for schedule(static)
@@ -675,7 +685,7 @@ static void run_linear(const sp_lin *L, const int8_t *xq, const float *xs, const
  * unit's first token for its own buffer). */
 static void linear_unit(const sp_lin *L, const uint8_t *xpu, const int8_t *xq, size_t ldq, const float *xs, int32_t N, int isa, int gelu,
                         float *y, int32_t tb, int32_t i0, int32_t i1) {
-    const int two = (isa == SP_ISA_VNNI && L->in <= 512) || isa == SP_ISA_AMX;
+    const int two = two_tiles(L, isa);
     for (int32_t i = i0; i < i1;) {
         const int32_t t0 = i * SP_TILE, cap = (two && i + 1 < i1 ? 2 : 1) * SP_TILE, n = N - t0 < cap ? N - t0 : cap;
         lin_call(L, isa, two, xpu ? xpu + (size_t)(i - i0) * L->in * SP_TILE : NULL, xq + (size_t)t0 * ldq, ldq, xs + (size_t)i * SP_TILE, 0, L->out,
@@ -713,7 +723,7 @@ sp_status sp_quantize_rows_kernel(const float *x, int32_t T, int32_t C, sp_kerne
     if (st != SP_OK) return st;
 #if SP_X86
     if (isa >= SP_ISA_AVX2) {
-        for (int32_t t = 0; t < T; t++) xs[t] = quantize_row_avx2(x + (size_t)t * C, C, isa >= SP_ISA_VNNI, xq + (size_t)t * C);
+        for (int32_t t = 0; t < T; t++) xs[t] = quantize_row_simd(x + (size_t)t * C, C, isa >= SP_ISA_VNNI, xq + (size_t)t * C);
         return SP_OK;
     }
 #endif
@@ -747,12 +757,7 @@ sp_status sp_linear_forward(const sp_linear *lin, const int8_t *xq, const float 
         if (xq[i] == -128) return SP_ERR_VALUE;
     int isa;
     if ((st = pick_kernel(kernel, &isa)) != SP_OK) return st;
-    if (isa == SP_ISA_AMX) {
-        const int r = repeated_column(lin);
-        if (r < 0) return SP_ERR_NOMEM;
-        if (r && kernel != SP_KERNEL_AUTO) return SP_ERR_UNSUPPORTED;
-        if (r) isa = SP_ISA_VNNI;
-    }
+    if (isa == SP_ISA_AMX && (st = amx_takes(lin, kernel, &isa)) != SP_OK) return st;
     const int use_avx2 = isa >= SP_ISA_AVX2, packed = use_avx2 && isa != SP_ISA_AMX;
     sp_lin L;
     memset(&L, 0, sizeof L);
