@@ -59,8 +59,8 @@ def test_avx2_only_wrapper_hides_wider_flags(tmp_path):
 @pytest.mark.parametrize("isa,op", [("avx2", "vpmaddubsw"), ("avx512vnni", "vpdpbusd"), ("amx", "tdpbssd")])
 def test_peak_loops_stay_in_registers(isa, op, tmp_path):
     """The ISA peak micro-benchmark (benchmarks/peak.c) as benchmarks/peak.py builds it: its inner loop holds
-    every accumulator's instruction (unrolled, registers only; AVX2: one product per accumulator, not one product
-    hoisted and added to all). A rolled loop kept the accumulators in memory
+    every accumulator's instruction (unrolled, registers only; AVX2: two products of its own per accumulator, the
+    kernel's paired blocks, not one product hoisted and added to all). A rolled loop kept the accumulators in memory
     and measured the store-to-load latency: a VNNI "peak" a third of the real one, and every share of peak
     three times too high."""
     from benchmarks import peak
@@ -70,5 +70,5 @@ def test_peak_loops_stay_in_registers(isa, op, tmp_path):
     subprocess.run(["gcc", "-O2", "-fopenmp", *peak._FLAGS[isa], str(peak._SRC), "-o", str(exe)], check=True, capture_output=True)
     asm = subprocess.run(["objdump", "-d", str(exe)], check=True, capture_output=True, text=True).stdout
     lines = [ln for ln in asm.splitlines() if f"\t{op} " in ln]
-    assert len(lines) >= {"amx": 4, "avx2": 6}.get(isa, 12), f"{isa}: {len(lines)} {op} in the binary"
+    assert len(lines) >= {"amx": 4}.get(isa, 12), f"{isa}: {len(lines)} {op} in the binary"
     assert not any("(%" in ln for ln in lines), f"{isa}: {op} on a memory operand (accumulators spilled)"
