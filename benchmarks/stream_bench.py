@@ -1,8 +1,9 @@
 """Replay -> store throughput against the Scorer's raw throughput on the same posts.
 
-``python -m benchmarks.stream_bench --model models/X [--n 3000] [--rounds 3] [--update]``: takes the first N
-tweets of the SemEval-2017 test file that match the default dashboard topics, writes them to a
-SemEval TSV, and alternates (a) ``Scorer.score`` over all texts in batches of 64 and (b) a full
+``python -m benchmarks.stream_bench --model models/X [--n 3000] [--repeat K] [--rounds 3] [--update]``: takes the
+first N tweets of the SemEval-2017 test file that match the default dashboard topics (2,108 of them), writes them
+to a SemEval TSV (``--repeat K``: K times over, the k-th copy's ids raised by k, so that a longer run measures the
+steady state rather than the pipeline's fill and drain), and alternates (a) ``Scorer.score`` over all texts in batches of 64 and (b) a full
 ``Pipeline`` run (replay, tracker, micro-batches of 64, SQLite store in WAL mode) into a fresh
 database. Reports posts/s of both and their ratio (target: pipeline >= 80% of raw).
 """
@@ -31,16 +32,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", default=os.environ.get("SPARSEPULSE_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
     ap.add_argument("--n", type=int, default=3000)
+    ap.add_argument("--repeat", type=int, default=1, help="replay the matched posts K times (distinct ids): a longer run")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--update", action="store_true", help="append the result to BENCHMARKS.md")
     args = ap.parse_args(argv)
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
     tracker = Tracker([Topic.parse(k, v) for k, v in DEFAULT_TOPICS.items()])
     src_file = semeval_test_file(args.data)
     lines = [l for l in src_file.read_text(encoding="utf-8").splitlines() if len(l.split("\t")) >= 3 and tracker.match(" ".join(l.split("\t")[2:]))][: args.n]
-    tmp = Path(tempfile.mkdtemp())
+    with tempfile.TemporaryDirectory(prefix="stream-bench-") as work:  # the TSV and one database per round, removed after
+        return _run(args, argv, tracker, lines, Path(work))
+
+
+def _run(args, argv, tracker: Tracker, lines: list[str], tmp: Path) -> int:
     tsv = tmp / "matched.tsv"
-    tsv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # the k-th copy's ids raised by k: the snowflake's sequence bits, the same creation time, distinct ids
+    copies = [f"{int(l.split(chr(9), 1)[0]) + k}\t{l.split(chr(9), 1)[1]}" for k in range(args.repeat) for l in lines]
+    tsv.write_text("\n".join(copies) + "\n", encoding="utf-8")
     texts = [p.text for _, p in ReplaySource(tsv).items()]
     scorer = Scorer(args.model, threads=args.threads)
     from stream.language import LanguageDetector

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from conftest import REPO
+
 from benchmarks import _worker
 from benchmarks.engines import WIDER_THAN_AVX2, avx2_only_wrapper
 
@@ -72,3 +74,16 @@ def test_peak_loops_stay_in_registers(isa, op, tmp_path):
     lines = [ln for ln in asm.splitlines() if f"\t{op} " in ln]
     assert len(lines) >= {"amx": 4}.get(isa, 12), f"{isa}: {len(lines)} {op} in the binary"
     assert not any("(%" in ln for ln in lines), f"{isa}: {op} on a memory operand (accumulators spilled)"
+
+
+def test_stream_bench_repeat_stores_every_copy(capsys):
+    """stream_bench --repeat K replays the matched posts K times with distinct ids: every copy is stored once
+    (the bench asserts stored == posts), none deduplicated away; K < 1 is refused."""
+    from benchmarks import stream_bench
+
+    model = str(REPO / "models" / "sparsepulse-3l-80-4b-int8")
+    assert stream_bench.main(["--model", model, "--n", "40", "--repeat", "3", "--rounds", "1", "--threads", "1"]) == 0
+    row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| sparsepulse-3l")]
+    assert len(row) == 1 and row[0].split("|")[2].strip() == "120", row
+    with pytest.raises(SystemExit):
+        stream_bench.main(["--model", model, "--n", "40", "--repeat", "0"])
