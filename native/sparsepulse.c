@@ -26,6 +26,9 @@ static double SP_NOW(void) {
 }
 #endif
 
+/* The clock, read only where a step time is wanted (thread 0, timings requested): elsewhere 0. */
+static inline double clock_if(int on) { return on ? SP_NOW() : 0.0; }
+
 struct sp_model {
     sp_config cfg;
     int isa; /* SP_ISA_* */
@@ -608,6 +611,22 @@ static void embed_row(const sp_model *m, int32_t id, int32_t p, float *hr) {
     for (int32_t c = 0; c < C; c++) hr[c] = (float)wr[c] * ws + pr[c] + m->token_type[c];
 }
 
+/* The embedding rows of tokens t0 .. t1-1 of the batch (a thread's share, which may start and end
+ * inside a sequence): a token's position is its offset in its sequence (off: the n_seqs + 1
+ * sequence starts). */
+static void embed_span(const sp_model *m, const int32_t *ids, const int32_t *off, int32_t n_seqs, int32_t t0, int32_t t1, float *h) {
+    int32_t s = 0, hi = n_seqs - 1; /* the sequence holding t0: the last s with off[s] <= t0 */
+    while (s < hi) {
+        const int32_t mid = s + (hi - s + 1) / 2;
+        if (off[mid] <= t0) s = mid;
+        else hi = mid - 1;
+    }
+    for (int32_t t = t0; t < t1; t++) {
+        while (off[s + 1] <= t) s++;
+        embed_row(m, ids[t], t - off[s], h + (size_t)t * m->cfg.hidden);
+    }
+}
+
 #if SP_X86
 /* Whether a kernel call takes two 32-token tiles at once: AMX always (one weight-tile expansion for
  * 64 tokens), VNNI when both tiles fit in L1 (in <= 512: <= 32 KB; slower for in = 1536, L2-bound). */
@@ -822,14 +841,14 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
     /* the fused schedule (below): batches of several 64-token units per thread */
     const int fused = SP_X86 && avx && nt > 1 && units >= 2 * nt && n_seqs >= 4 * nt;
     const size_t W = (size_t)(I > C ? I : C);
-    enum { W_OFF, W_H, W_Q, W_K, W_V, W_CTX, W_FF, W_XQ, W_XS, W_XP, W_SCRATCH, W_POS, W_N };
+    enum { W_OFF, W_H, W_Q, W_K, W_V, W_CTX, W_FF, W_XQ, W_XS, W_XP, W_SCRATCH, W_N };
     const size_t sz[W_N] = {
         sizeof(int32_t) * (size_t)(n_seqs + 1), sizeof(float) * NC, sizeof(float) * NC, sizeof(float) * NC, sizeof(float) * NC,
         /* W_FF: the feed-forward activations (N, I), or in the fused schedule each thread's unit buffer */
         sizeof(float) * NC, fused ? sizeof(float) * (size_t)nt * 2 * SP_TILE * W : sizeof(float) * NI,
         /* W_XQ: 64 bytes past the last row for the AMX kernel's last column tile */
         (size_t)tiles * SP_TILE * W + 64, sizeof(float) * (size_t)tiles * SP_TILE, packed ? (size_t)tiles * SP_TILE * W : 0,
-        sizeof(float) * scratch_per * (size_t)nt, fused ? sizeof(int32_t) * (size_t)N : 0};
+        sizeof(float) * scratch_per * (size_t)nt};
     size_t at[W_N], total = 0;
     for (int i = 0; i < W_N; i++) {
         at[i] = total;
@@ -875,9 +894,6 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
          * attention output, the feed-forward block and the next layer's q/k/v -- with no barrier in
          * between (no row it reads was written by another thread); the attention, whose sequences
          * cross unit boundaries, has a barrier on each side: 2 per layer instead of 11. */
-        int32_t *pos = (int32_t *)(base + at[W_POS]);
-        for (int32_t s = 0; s < n_seqs; s++)
-            for (int32_t p = 0; p < lengths[s]; p++) pos[off[s] + p] = p;
         const float eps = cfg->layer_norm_eps;
         const int32_t G = tiles * (SP_TILE / 8); /* groups of 8 tokens */
         /* each tile has its own region of the packed tiles, sized for the widest input (a unit packs
@@ -892,6 +908,7 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
             const int th = 0, nth = 1;
 #endif
             float *sc = scratch + scratch_per * (size_t)th;
+            const int clk = timings && th == 0; /* thread 0 times the steps, when asked */
             /* the unit's own buffer for the outputs of the attention output projection and the
              * feed-forward layers, each consumed by the next step of the same unit: it stays in
              * this core's cache instead of a new stretch of the (N, I) activations per unit */
@@ -901,47 +918,47 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
             const int32_t ib = (int32_t)((int64_t)tiles * th / nth), ie = (int32_t)((int64_t)tiles * (th + 1) / nth);
             for (int32_t i0 = ib; i0 < ie; i0 += 2) {
                 const int32_t i1 = i0 + 2 < ie ? i0 + 2 : ie, g1 = 4 * i1 < G ? 4 * i1 : G, t1 = SP_TILE * i1 < N ? SP_TILE * i1 : N;
-                for (int32_t t = SP_TILE * i0; t < t1; t++) embed_row(m, ids[t], pos[t], h + (size_t)t * C);
-                a = SP_NOW();
+                embed_span(m, ids, off, n_seqs, SP_TILE * i0, t1, h);
+                a = clock_if(clk);
                 uint8_t *xpu = xp ? xp + (size_t)i0 * tstride : NULL;
                 prep_span(h, 0, NULL, 0, m->emb_g, m->emb_b, eps, h, 1, N, C, xq, W, xs, xpu, SP_TILE * i0, SP_TILE * i0, 8 * g1, w512q);
-                b = SP_NOW();
+                b = clock_if(clk);
                 if (th == 0) t_prep += b - a;
                 for (int j = 0; j < 3; j++) linear_unit(&m->lin[j], xpu, xq, W, xs, N, isa, 0, qkv[j], 0, i0, i1);
-                if (th == 0) t_lin += SP_NOW() - b;
+                if (th == 0) t_lin += clock_if(clk) - b;
             }
             for (int32_t l = 0; l < cfg->num_layers; l++) {
                 const sp_lin *lin = m->lin + (size_t)l * 6;
                 const float *ln = m->ln + (size_t)l * 4 * C;
                 const int last = l + 1 == cfg->num_layers;
 #pragma omp barrier
-                a = SP_NOW();
+                a = clock_if(clk);
 #pragma omp for schedule(dynamic, 1)
                 for (int32_t s = 0; s < n_seqs; s++) attention_item(q, k, v, hs, ld, off, lengths, C, H, H, s, ctx, sc, 1, w512);
-                if (th == 0) t_att += SP_NOW() - a;
+                if (th == 0) t_att += clock_if(clk) - a;
                 for (int32_t i0 = ib; i0 < ie; i0 += 2) { /* the same units as above */
                     const int32_t i1 = i0 + 2 < ie ? i0 + 2 : ie, g0 = 4 * i0, g1 = 4 * i1 < G ? 4 * i1 : G;
                     uint8_t *xpu = xp ? xp + (size_t)i0 * tstride : NULL;
                     double tp = 0, tl = 0;
-                    a = SP_NOW();
+                    a = clock_if(clk);
                     const int32_t T0 = SP_TILE * i0;
                     prep_span(ctx, 0, NULL, 0, NULL, NULL, eps, NULL, 1, N, C, xq, W, xs, xpu, T0, 8 * g0, 8 * g1, w512q);
-                    b = SP_NOW(), tp += b - a;
+                    b = clock_if(clk), tp += b - a;
                     linear_unit(&lin[3], xpu, xq, W, xs, N, isa, 0, ub, T0, i0, i1); /* attention output projection */
-                    a = SP_NOW(), tl += a - b;
+                    a = clock_if(clk), tl += a - b;
                     prep_span(h, 0, ub, T0, ln, ln + C, eps, h, 1, N, C, xq, W, xs, xpu, T0, 8 * g0, 8 * g1, w512q);
-                    b = SP_NOW(), tp += b - a;
+                    b = clock_if(clk), tp += b - a;
                     linear_unit(&lin[4], xpu, xq, W, xs, N, isa, 1, ub, T0, i0, i1);
-                    a = SP_NOW(), tl += a - b;
+                    a = clock_if(clk), tl += a - b;
                     prep_span(ub, T0, NULL, 0, NULL, NULL, eps, NULL, 1, N, I, xq, W, xs, xpu, T0, 8 * g0, 8 * g1, w512q);
-                    b = SP_NOW(), tp += b - a;
+                    b = clock_if(clk), tp += b - a;
                     linear_unit(&lin[5], xpu, xq, W, xs, N, isa, 0, ub, T0, i0, i1);
-                    a = SP_NOW(), tl += a - b;
+                    a = clock_if(clk), tl += a - b;
                     prep_span(h, 0, ub, T0, ln + 2 * C, ln + 3 * C, eps, h, !last, N, C, xq, W, xs, xpu, T0, 8 * g0, 8 * g1, w512q);
-                    b = SP_NOW(), tp += b - a;
+                    b = clock_if(clk), tp += b - a;
                     if (!last)
                         for (int j = 0; j < 3; j++) linear_unit(&lin[6 + j], xpu, xq, W, xs, N, isa, 0, qkv[j], 0, i0, i1);
-                    tl += SP_NOW() - b;
+                    tl += clock_if(clk) - b;
                     if (th == 0) t_prep += tp, t_lin += tl;
                 }
             }
@@ -959,19 +976,24 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
 #pragma omp parallel num_threads(nt)
         {
 #ifdef _OPENMP
-            const int th = omp_get_thread_num();
+            const int th = omp_get_thread_num(), nth = omp_get_num_threads();
 #else
-            const int th = 0;
+            const int th = 0, nth = 1;
 #endif
             float *sc = scratch + scratch_per * (size_t)th;
+            const int clk = timings && th == 0;   /* thread 0 times the steps, when asked */
             double a = 0, tl = 0, ta = 0, tp = 0; /* thread 0's clock: the steps' wall times */
-            /* embeddings: h = LN(word[id] * scale[id] + position[p] + token_type[0]) */
-#pragma omp for schedule(static)
-            for (int32_t s = 0; s < n_seqs; s++)
-                for (int32_t p = 0; p < lengths[s]; p++) embed_row(m, ids[off[s] + p], p, h + (size_t)(off[s] + p) * C);
-            a = SP_NOW();
+            /* embeddings: h = LN(word[id] * scale[id] + position[p] + token_type[0]), the rows in
+             * equal token shares (by sequence, batch 1 ran on one thread) */
+            embed_span(m, ids, off, n_seqs, (int32_t)((int64_t)N * th / nth), (int32_t)((int64_t)N * (th + 1) / nth), h);
+#pragma omp barrier
+            a = clock_if(clk);
             prep_rows(h, NULL, m->emb_g, m->emb_b, eps, h, 1, N, C, xq, xs, xp, isa);
-#define SP_STEP(acc) (acc += SP_NOW() - a, a = SP_NOW())
+#define SP_STEP(acc) \
+    do {                                \
+        const double n_ = clock_if(clk); \
+        acc += n_ - a, a = n_;          \
+    } while (0)
             SP_STEP(tp);
             for (int32_t l = 0; l < cfg->num_layers; l++) {
                 const sp_lin *lin = m->lin + (size_t)l * 6;
