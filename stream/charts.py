@@ -41,15 +41,46 @@ def x_axis(domain: list) -> dict:
     return {"field": "time", "type": "temporal", "title": None, "scale": {"domain": domain}}
 
 
+#: skipped spans closer than this share of the visible range are drawn as one band
+SKIP_MERGE = 0.01
+#: a "skipped" label only where it starts this share of the visible range after the previous label (no overlaps)
+SKIP_LABEL_GAP = 0.12
+
+
+def skip_bands(events: list[dict], lo: int, hi: int) -> list[dict]:
+    """The replay's skipped idle spans inside [lo, hi] as bands (ms): spans that touch or nearly touch
+    (SKIP_MERGE of the range) merged into one, their details joined for the tooltip; ``label`` only on
+    bands that start far enough after the last labelled one (adjacent labels printed over each other)."""
+    spans = sorted(((max(e["post_ms"], lo), min(e["end_post_ms"] or e["post_ms"], hi), e["detail"]) for e in events if e["kind"] == "skip" and e["post_ms"] is not None), key=lambda t: t[:2])
+    near = SKIP_MERGE * max(hi - lo, 1)
+    bands: list[dict] = []
+    for a, b, what in spans:
+        if b < a:  # entirely outside the range
+            continue
+        if bands and a - bands[-1]["end"] <= near:
+            bands[-1]["end"] = max(bands[-1]["end"], b)
+            bands[-1]["what"].append(what)
+        else:
+            bands.append({"start": a, "end": b, "what": [what]})
+    last = None
+    for band in bands:
+        band["label"] = last is None or band["start"] - last >= SKIP_LABEL_GAP * max(hi - lo, 1)
+        last = band["start"] if band["label"] else last
+        n = len(band["what"])
+        band["what"] = band["what"][0] if n == 1 else f"{n} skipped spans: " + "; ".join(band["what"][:3]) + ("; ..." if n > 3 else "")
+    return bands
+
+
 def events_layers(events: list[dict], lo: int, hi: int, domain: list) -> list[dict]:
     """Model switches as dashed rules, skipped idle spans of a replay as grey bands labelled "skipped"."""
     iso = lambda ms: pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()  # noqa: E731
     layers = []
-    skips = [{"start": iso(max(e["post_ms"], lo)), "end": iso(min(e["end_post_ms"] or e["post_ms"], hi)), "what": e["detail"]} for e in events if e["kind"] == "skip" and e["post_ms"] is not None]
+    skips = [{**b, "start": iso(b["start"]), "end": iso(b["end"])} for b in skip_bands(events, lo, hi)]
     if skips:
         xs = {"field": "start", "type": "temporal", "scale": {"domain": domain}}
         layers.append({"data": {"values": skips}, "mark": {"type": "rect", "color": "#bbbbbb", "opacity": 0.25}, "encoding": {"x": xs, "x2": {"field": "end"}, "tooltip": [{"field": "what", "type": "nominal"}]}})
-        layers.append({"data": {"values": skips}, "mark": {"type": "text", "align": "left", "baseline": "top", "dx": 3, "dy": 3, "color": "#777", "fontSize": 10, "text": "skipped"}, "encoding": {"x": xs, "y": {"value": 2}}})
+        labelled = [b for b in skips if b["label"]]
+        layers.append({"data": {"values": labelled}, "mark": {"type": "text", "align": "left", "baseline": "top", "dx": 3, "dy": 3, "color": "#777", "fontSize": 10, "text": "skipped"}, "encoding": {"x": xs, "y": {"value": 2}}})
     switches = [{"time": iso(e["post_ms"]), "what": f"model switch: {e['detail']}"} for e in events if e["kind"] == "model_switch" and e["post_ms"] is not None]
     if switches:
         layers.append({"data": {"values": switches}, "mark": {"type": "rule", "color": "#7b3fa0", "strokeDash": [4, 3], "strokeWidth": 2}, "encoding": {"x": x_axis(domain), "tooltip": [{"field": "what", "type": "nominal"}]}})

@@ -180,6 +180,27 @@ def test_pacer_caps_idle_time_and_records_the_skipped_span():
     assert p.clock() == pytest.approx(b, abs=1440)
 
 
+def test_skip_bands_merge_neighbours_and_label_without_overlap():
+    """Adjacent skipped spans of a replay are one grey band (the dashboard printed "skippedskipped" over two
+    that touched); a label only where it does not run into the previous one; spans outside the range dropped,
+    spans across its edges clipped; every span's detail kept for the tooltip."""
+    from stream.charts import SKIP_LABEL_GAP, events_layers, skip_bands
+
+    lo, hi = 0, 1_000_000
+    sk = lambda a, b, d: {"kind": "skip", "post_ms": a, "end_post_ms": b, "detail": d}  # noqa: E731
+    events = [sk(300_000, 400_000, "b"), sk(100_000, 200_000, "a"), sk(200_500, 250_000, "a2"),  # a, a2 touch
+              sk(415_000, 430_000, "c"), sk(-50_000, 10_000, "edge"), sk(2_000_000, 3_000_000, "out"),
+              {"kind": "model_switch", "post_ms": 5, "end_post_ms": None, "detail": "m"}]
+    bands = skip_bands(events, lo, hi)
+    assert [(b["start"], b["end"]) for b in bands] == [(0, 10_000), (100_000, 250_000), (300_000, 400_000), (415_000, 430_000)]
+    assert "a" in bands[1]["what"] and "a2" in bands[1]["what"] and bands[1]["what"].startswith("2 skipped spans")
+    labelled = [b["start"] for b in bands if b["label"]]
+    assert labelled == [0, 300_000]  # 100,000 and 415,000 start too close to the label before them
+    assert all(b - a >= SKIP_LABEL_GAP * (hi - lo) for a, b in zip(labelled, labelled[1:]))
+    rect, text, _rule = events_layers(events, lo, hi, ["a", "b"])
+    assert len(rect["data"]["values"]) == 4 and len(text["data"]["values"]) == 2
+
+
 class _FakeTime:
     """A clock for the Pacer that advances only when it sleeps (a 15-minute replay in milliseconds)."""
 
