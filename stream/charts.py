@@ -43,14 +43,15 @@ def x_axis(domain: list) -> dict:
 
 #: skipped spans closer than this share of the visible range are drawn as one band
 SKIP_MERGE = 0.01
-#: a "skipped" label only where it starts this share of the visible range after the previous label (no overlaps)
+#: a "skipped" label only where it starts this share of the visible range away from every other label (no overlaps)
 SKIP_LABEL_GAP = 0.12
 
 
 def skip_bands(events: list[dict], lo: int, hi: int) -> list[dict]:
     """The replay's skipped idle spans inside [lo, hi] as bands (ms): spans that touch or nearly touch
-    (SKIP_MERGE of the range) merged into one, their details joined for the tooltip; ``label`` only on
-    bands that start far enough after the last labelled one (adjacent labels printed over each other)."""
+    (SKIP_MERGE of the range) merged into one, their details joined for the tooltip; ``label`` on the widest
+    bands first, then on each band that starts far enough from every labelled one (adjacent labels printed over
+    each other)."""
     spans = sorted(((max(e["post_ms"], lo), min(e["end_post_ms"] or e["post_ms"], hi), e["detail"]) for e in events if e["kind"] == "skip" and e["post_ms"] is not None), key=lambda t: t[:2])
     near = SKIP_MERGE * max(hi - lo, 1)
     bands: list[dict] = []
@@ -62,10 +63,12 @@ def skip_bands(events: list[dict], lo: int, hi: int) -> list[dict]:
             bands[-1]["what"].append(what)
         else:
             bands.append({"start": a, "end": b, "what": [what]})
-    last = None
+    gap, placed = SKIP_LABEL_GAP * max(hi - lo, 1), []
+    for band in sorted(bands, key=lambda b: b["start"] - b["end"]):  # the widest bands get their labels first
+        band["label"] = all(abs(band["start"] - x) >= gap for x in placed)
+        if band["label"]:
+            placed.append(band["start"])
     for band in bands:
-        band["label"] = last is None or band["start"] - last >= SKIP_LABEL_GAP * max(hi - lo, 1)
-        last = band["start"] if band["label"] else last
         n = len(band["what"])
         band["what"] = band["what"][0] if n == 1 else f"{n} skipped spans: " + "; ".join(band["what"][:3]) + ("; ..." if n > 3 else "")
     return bands

@@ -153,7 +153,7 @@ def _status_writer(args, src, scorer, pipe, store, model_dir):
             state["skips_reported"] = len(pacer.skipped)
         sc = state["scorer"]
         d = st.as_dict()
-        run_state = "finished" if d["finished"] else ("paused" if pacer is not None and pacer.paused else ("idle" if (pacer is not None and d["queue_depth"] == 0 and _idle_for(pacer) > 1.0) else "running"))
+        run_state = ("stopped" if d["stopped"] else "finished") if d["finished"] else ("paused" if pacer is not None and pacer.paused else ("idle" if (pacer is not None and d["queue_depth"] == 0 and _idle_for(pacer) > 1.0) else "running"))
         write_status(Path(args.status_file), {
             **d, "state": run_state, "source": src.name, "source_errors": list(getattr(src, "rule_errors", []) or []),
             "model": state["model"].name, "model_path": str(state["model"]), "model_bytes": sc.model_bytes, "kernel": sc.kernel_name,

@@ -44,7 +44,8 @@ class PipelineStats:
     batch_latency_s: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=200))
     started: float = dataclasses.field(default_factory=time.monotonic)
     queue_depth: int = 0
-    finished: bool = False
+    finished: bool = False  # the run has ended (the source's end, a stop, or an error)
+    stopped: bool = False  # ... because a stop was asked for before the source ended (SIGTERM, the dashboard's Stop)
     error: str | None = None
     last_batch_wall: float | None = None  # time.time() when the last batch was stored
 
@@ -64,6 +65,7 @@ class PipelineStats:
             "p50_batch_latency_ms": 1e3 * lat[len(lat) // 2] if lat else None,
             "queue_depth": self.queue_depth,
             "finished": self.finished,
+            "stopped": self.stopped,
             "error": self.error,
             "last_batch_wall": self.last_batch_wall,
         }
@@ -215,6 +217,7 @@ class Pipeline:
             log.exception("pipeline stopped on an error")
             st.error = st.error or f"{type(e).__name__}: {e}"
         finally:
+            st.stopped = self.stop.is_set() and not st.error  # asked to stop, not at the source's end
             self.stop.set()
             while True:  # unblock a producer waiting on a full queue
                 try:

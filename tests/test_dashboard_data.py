@@ -182,7 +182,7 @@ def test_pacer_caps_idle_time_and_records_the_skipped_span():
 
 def test_skip_bands_merge_neighbours_and_label_without_overlap():
     """Adjacent skipped spans of a replay are one grey band (the dashboard printed "skippedskipped" over two
-    that touched); a label only where it does not run into the previous one; spans outside the range dropped,
+    that touched); labels on the widest bands first, then wherever one does not run into another; spans outside the range dropped,
     spans across its edges clipped; every span's detail kept for the tooltip."""
     from stream.charts import SKIP_LABEL_GAP, events_layers, skip_bands
 
@@ -195,7 +195,8 @@ def test_skip_bands_merge_neighbours_and_label_without_overlap():
     assert [(b["start"], b["end"]) for b in bands] == [(0, 10_000), (100_000, 250_000), (300_000, 400_000), (415_000, 430_000)]
     assert "a" in bands[1]["what"] and "a2" in bands[1]["what"] and bands[1]["what"].startswith("2 skipped spans")
     labelled = [b["start"] for b in bands if b["label"]]
-    assert labelled == [0, 300_000]  # 100,000 and 415,000 start too close to the label before them
+    # widest first: 100,000-250,000, then 300,000-400,000 (200,000 away); 415,000 and 0 start too close to a label
+    assert labelled == [100_000, 300_000]
     assert all(b - a >= SKIP_LABEL_GAP * (hi - lo) for a, b in zip(labelled, labelled[1:]))
     rect, text, _rule = events_layers(events, lo, hi, ["a", "b"])
     assert len(rect["data"]["values"]) == 4 and len(text["data"]["values"]) == 2

@@ -51,6 +51,19 @@ def _store_with_topics(path):
     return s
 
 
+def test_a_stopped_run_is_told_apart_from_one_that_reached_the_end(tmp_path, db):
+    """A run stopped before its source ended (SIGTERM, the dashboard's Stop) reports stopped; one that read its
+    source to the end reports finished only (the dashboard said "finished" for a replay stopped half-way)."""
+    f = _v2_file(tmp_path / "a.jsonl", 300)
+    whole = Pipeline(ReplaySource(f), KeywordScorer(), _store_with_topics(db), model_name="kw", batch_size=16).run()
+    assert whole.finished and not whole.stopped and whole.items == 300
+    assert whole.as_dict()["stopped"] is False
+    pipe = Pipeline(ReplaySource(f), KeywordScorer(), _store_with_topics(tmp_path / "b.db"), model_name="kw", batch_size=16, max_batch_size=16)
+    pipe.on_batch = lambda st: pipe.stop.set() if st.batches >= 2 else None
+    part = pipe.run()
+    assert part.finished and part.stopped and 0 < part.items < 300 and part.as_dict()["stopped"] is True
+
+
 def test_replay_is_idempotent_and_counts(tmp_path, db):
     f = _v2_file(tmp_path / "a.jsonl", 300, dirty_every=50)
     store = _store_with_topics(db)
