@@ -192,7 +192,8 @@ def controls(worker: Worker, args: list[str] | None, model: str | None, env: dic
 
 def _state(status: dict, running: bool) -> str:
     if not running:
-        return "finished" if status.get("finished") and not status.get("error") and not status.get("stopped") else ("stopped" if status else "not started")
+        # the worker's own last word (stream.cli: "finished" only when its source ended); a crash leaves another
+        return "finished" if status.get("state") == "finished" and not status.get("error") else ("stopped" if status else "not started")
     if time.time() - (status.get("written_wall") or 0) > 10:
         return "starting"
     return status.get("state") or "running"

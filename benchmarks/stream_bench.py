@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args, argv, tracker: Tracker, lines: list[str], tmp: Path) -> int:
     tsv = tmp / "matched.tsv"
     # the k-th copy's ids raised by k: the snowflake's sequence bits, the same creation time, distinct ids
-    copies = [f"{int(l.split(chr(9), 1)[0]) + k}\t{l.split(chr(9), 1)[1]}" for k in range(args.repeat) for l in lines]
+    rows = [l.partition("\t") for l in lines]
+    copies = [f"{int(pid) + k}\t{rest}" for k in range(args.repeat) for pid, _, rest in rows]
     tsv.write_text("\n".join(copies) + "\n", encoding="utf-8")
     texts = [p.text for _, p in ReplaySource(tsv).items()]
     scorer = Scorer(args.model, threads=args.threads)

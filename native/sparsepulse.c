@@ -479,6 +479,15 @@ static inline int32_t team_size(void) {
 #endif
 }
 
+/* The calling thread's number in its parallel region (0 outside one). */
+static inline int32_t team_rank(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 static int nthreads(int32_t threads) {
 #ifdef _OPENMP
     return threads > 0 ? threads : omp_get_max_threads();
@@ -902,11 +911,7 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
         const size_t tstride = (size_t)SP_TILE * W;
 #pragma omp parallel num_threads(nt)
         {
-#ifdef _OPENMP
-            const int th = omp_get_thread_num(), nth = omp_get_num_threads();
-#else
-            const int th = 0, nth = 1;
-#endif
+            const int th = team_rank(), nth = team_size();
             float *sc = scratch + scratch_per * (size_t)th;
             const int clk = timings && th == 0; /* thread 0 times the steps, when asked */
             /* the unit's own buffer for the outputs of the attention output projection and the
@@ -975,11 +980,7 @@ sp_status sp_forward(const sp_model *m, const int32_t *ids, const int32_t *lengt
         const int32_t hg = n_seqs >= 4 * nt ? H : 1, items = n_seqs * (H / hg);
 #pragma omp parallel num_threads(nt)
         {
-#ifdef _OPENMP
-            const int th = omp_get_thread_num(), nth = omp_get_num_threads();
-#else
-            const int th = 0, nth = 1;
-#endif
+            const int th = team_rank(), nth = team_size();
             float *sc = scratch + scratch_per * (size_t)th;
             const int clk = timings && th == 0;   /* thread 0 times the steps, when asked */
             double a = 0, tl = 0, ta = 0, tp = 0; /* thread 0's clock: the steps' wall times */
