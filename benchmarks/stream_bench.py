@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--repeat must be at least 1")
     tracker = Tracker([Topic.parse(k, v) for k, v in DEFAULT_TOPICS.items()])
     src_file = semeval_test_file(args.data)
-    lines = [l for l in src_file.read_text(encoding="utf-8").splitlines() if len(l.split("\t")) >= 3 and tracker.match(" ".join(l.split("\t")[2:]))][: args.n]
+    # a line with a non-numeric id is left out (the replay would skip it; --repeat could not raise it)
+    lines = [l for l in src_file.read_text(encoding="utf-8").splitlines() if len(l.split("\t")) >= 3 and l.partition("\t")[0].isdigit() and tracker.match(" ".join(l.split("\t")[2:]))][: args.n]
     with tempfile.TemporaryDirectory(prefix="stream-bench-") as work:  # the TSV and one database per round, removed after
         return _run(args, argv, tracker, lines, Path(work))
 

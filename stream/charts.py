@@ -70,7 +70,8 @@ def skip_bands(events: list[dict], lo: int, hi: int) -> list[dict]:
             placed.append(band["start"])
     for band in bands:
         n = len(band["what"])
-        band["what"] = band["what"][0] if n == 1 else f"{n} skipped spans: " + "; ".join(band["what"][:3]) + ("; ..." if n > 3 else "")
+        what = [str(w) for w in band["what"]]  # a store's detail column is text, but a damaged one may not be
+        band["what"] = what[0] if n == 1 else f"{n} skipped spans: " + "; ".join(what[:3]) + ("; ..." if n > 3 else "")
     return bands
 
 

@@ -202,6 +202,24 @@ def test_skip_bands_merge_neighbours_and_label_without_overlap():
     assert len(rect["data"]["values"]) == 4 and len(text["data"]["values"]) == 2
 
 
+def test_skip_bands_take_hostile_events():
+    """Events as a damaged or hand-edited store may hold them: no end, an end before the start, year 9999,
+    a detail that is not text, zero-width range -- bands clipped to the range, never inverted, no crash."""
+    from stream.charts import events_layers, skip_bands
+
+    y9999 = 253_402_300_799_000
+    events = [{"kind": "skip", "post_ms": 500, "end_post_ms": None, "detail": "no end"},
+              {"kind": "skip", "post_ms": 900, "end_post_ms": 100, "detail": "reversed"},
+              {"kind": "skip", "post_ms": 700, "end_post_ms": y9999, "detail": 42},
+              {"kind": "skip", "post_ms": 705, "end_post_ms": 800, "detail": None},  # merges with the one above
+              {"kind": "skip", "post_ms": None, "end_post_ms": 5, "detail": "no start"}]
+    bands = skip_bands(events, 0, 1000)
+    assert all(0 <= b["start"] <= b["end"] <= 1000 for b in bands)
+    assert (700, 1000) in [(b["start"], b["end"]) for b in bands]
+    assert skip_bands(events, 5, 5) is not None
+    events_layers(events, 0, 1000, ["a", "b"])
+
+
 class _FakeTime:
     """A clock for the Pacer that advances only when it sleeps (a 15-minute replay in milliseconds)."""
 
