@@ -149,7 +149,7 @@ def test_kill_9_and_restart_store_every_post_once(tmp_path, synthetic_model_dir,
         p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.time() + 60
         while time.time() < deadline:
-            time.sleep(0.3)
+            time.sleep(0.02)  # a whole replay can take under half a second on a fast CPU: poll often enough to catch it mid-way
             try:
                 c = Store(db, readonly=True).count_posts()
             except Exception:
